@@ -1,0 +1,44 @@
+# saliencylab course. Two commands a newcomer needs (see README): `make lab` and `make test`.
+# Every target sets itself up: the venv is created and filled on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.saliencylab-installed
+PYTEST_WORKERS ?= 2
+
+.PHONY: setup lab test test-fast release grade bench clean-grading
+
+setup: $(STAMP)
+
+# Re-run the install when the dependency list changes.
+$(STAMP): lib/pyproject.toml Makefile tools/setup_kernel.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet "pip>=23.2"
+	$(PY) -m pip install --quiet -e "lib[course,test]"
+	$(PY) tools/setup_kernel.py
+	@touch $(STAMP)
+
+lab: setup
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks
+
+test: setup
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
+
+# Library tests only (seconds, no notebook execution).
+test-fast: setup
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not notebooks" --ignore=solutions
+
+release: setup
+	$(PY) tools/nbtools.py stamp
+	$(PY) tools/release.py
+
+grade: setup
+	$(PY) tools/grade.py
+
+bench: setup
+	$(PY) bench/bench_attribution.py
+
+# Removes nbgrader's working state (never in git); submissions are kept.
+clean-grading:
+	rm -rf autograded feedback gradebook.db grades.csv

@@ -1,0 +1,189 @@
+"""Authoring helpers for the course notebooks (nbgrader source in solutions/).
+
+The solution notebooks are the source of truth; these helpers only make the nbgrader
+metadata right every time (schema 3, unique grade ids, points on graded cells) and stamp the
+Colab badge and setup cell, whose repository address lives in one place: ``course.toml``.
+
+Command line::
+
+    python tools/nbtools.py stamp            # refresh badge + setup cell in every solution
+    python tools/nbtools.py execute PATH...   # run notebooks in place, storing outputs (for nbval)
+"""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from pathlib import Path
+
+import nbformat
+
+COURSE_ROOT = Path(__file__).resolve().parent.parent
+SOLUTIONS = COURSE_ROOT / "solutions"
+
+COLAB_SETUP_ID = "colab_setup"
+COLAB_BADGE_ID = "colab_badge"
+
+
+def course_config() -> dict:
+    """The course settings of ``course.toml`` (repository address, branch)."""
+    with open(COURSE_ROOT / "course.toml", "rb") as file:
+        return tomllib.load(file)
+
+
+def _nbgrader(**flags: object) -> dict:
+    meta = {"schema_version": 3, "grade": False, "solution": False, "locked": False}
+    meta.update(flags)
+    return {"nbgrader": meta}
+
+
+def markdown(text: str, tags: tuple[str, ...] = ()) -> nbformat.NotebookNode:
+    """A plain markdown cell."""
+    cell = nbformat.v4.new_markdown_cell(text.strip("\n"))
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def code(source: str, tags: tuple[str, ...] = ()) -> nbformat.NotebookNode:
+    """A plain code cell. Tag plots/timings ``nbval-ignore-output``."""
+    cell = nbformat.v4.new_code_cell(source.strip("\n"))
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def solution(source: str, grade_id: str) -> nbformat.NotebookNode:
+    """An exercise: the student's code goes between ``### BEGIN/END SOLUTION``."""
+    cell = code(source)
+    cell.metadata.update(_nbgrader(solution=True, grade_id=grade_id))
+    return cell
+
+
+def readonly(source: str, grade_id: str, tags: tuple[str, ...] = ()) -> nbformat.NotebookNode:
+    """A locked code cell without points, e.g. the visible check of an exercise."""
+    cell = code(source, tags)
+    cell.metadata.update(_nbgrader(locked=True, grade_id=grade_id))
+    return cell
+
+
+def tests(source: str, grade_id: str, points: float, tags: tuple[str, ...] = ()) -> nbformat.NotebookNode:
+    """An autograded, locked test cell worth ``points``; hidden tests go between
+    ``### BEGIN/END HIDDEN TESTS``. Its ``grade_id`` must start with the exercise's id +
+    ``_test`` so the grading tests know which exercise it belongs to."""
+    cell = code(source, tags)
+    cell.metadata.update(_nbgrader(grade=True, locked=True, grade_id=grade_id, points=points))
+    return cell
+
+
+def written_answer(grade_id: str, points: float, answer: str) -> nbformat.NotebookNode:
+    """A manually graded markdown answer; ``answer`` is the model answer kept in the source."""
+    cell = nbformat.v4.new_markdown_cell(answer.strip())
+    cell.metadata.update(_nbgrader(grade=True, solution=True, grade_id=grade_id, points=points))
+    return cell
+
+
+def colab_badge(assignment: str) -> nbformat.NotebookNode:
+    """Markdown cell with the 'Open in Colab' badge of the student notebook."""
+    config = course_config()
+    url = (
+        f"https://colab.research.google.com/github/{config['github']}/blob/{config['branch']}"
+        f"/notebooks/{assignment}/{assignment}.ipynb"
+    )
+    cell = markdown(
+        f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+    )
+    cell.metadata.update(_nbgrader(locked=True, grade_id=COLAB_BADGE_ID))
+    return cell
+
+
+def colab_setup() -> nbformat.NotebookNode:
+    """First code cell: installs saliencylab where it is missing (Colab), nothing elsewhere.
+
+    ``SALIENCYLAB_PIP_SPEC`` overrides what is installed (a local path or wheel), which is
+    how the tests check this cell without the network.
+    """
+    config = course_config()
+    spec = f"saliencylab @ git+https://github.com/{config['github']}@{config['branch']}#subdirectory=lib"
+    source = f'''# Setup: installs the course package where it is missing (e.g. on Colab); does nothing elsewhere.
+import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("saliencylab") is None:
+    spec = os.environ.get("SALIENCYLAB_PIP_SPEC", "{spec}")
+    print("Installing saliencylab from", spec)
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", spec])'''
+    cell = code(source)
+    cell.metadata.update(_nbgrader(locked=True, grade_id=COLAB_SETUP_ID))
+    return cell
+
+
+def _is_stamped(cell: nbformat.NotebookNode, grade_id: str) -> bool:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id
+
+
+def stamp(notebook: nbformat.NotebookNode, assignment: str) -> nbformat.NotebookNode:
+    """Put the current badge and setup cell at the top (replacing older ones)."""
+    rest = [
+        cell
+        for cell in notebook.cells
+        if not (_is_stamped(cell, COLAB_BADGE_ID) or _is_stamped(cell, COLAB_SETUP_ID))
+    ]
+    title, body = (rest[:1], rest[1:]) if rest and rest[0].cell_type == "markdown" else ([], rest)
+    notebook.cells = title + [colab_badge(assignment), colab_setup()] + body
+    return notebook
+
+
+def new_notebook(cells: list[nbformat.NotebookNode], assignment: str) -> nbformat.NotebookNode:
+    """A course notebook: python3 kernel, cells as given, badge + setup stamped after the title."""
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.metadata["language_info"] = {"name": "python"}
+    notebook.cells = cells
+    return stamp(notebook, assignment)
+
+
+def write(notebook: nbformat.NotebookNode, path: Path) -> None:
+    """Validate and write ``notebook``; grade ids must be unique."""
+    ids = [c.metadata["nbgrader"]["grade_id"] for c in notebook.cells if "nbgrader" in c.metadata]
+    duplicates = {i for i in ids if ids.count(i) > 1}
+    if duplicates:
+        raise ValueError(f"duplicate grade_id(s): {sorted(duplicates)}")
+    nbformat.validate(notebook)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, str(path))
+
+
+def execute(path: Path, timeout: int = 600) -> None:
+    """Run a notebook in place in its own folder (outputs stored, as nbval compares them)."""
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(str(path), as_version=4)
+    NotebookClient(
+        notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
+    nbformat.write(notebook, str(path))
+
+
+def solution_notebooks() -> list[Path]:
+    """Every ``solutions/NN_topic/NN_topic.ipynb``, in course order."""
+    return sorted(p for p in SOLUTIONS.glob("*/*.ipynb") if p.stem == p.parent.name)
+
+
+def main(argv: list[str]) -> int:
+    command, *paths = argv or ["help"]
+    if command == "stamp":
+        for path in solution_notebooks():
+            notebook = nbformat.read(str(path), as_version=4)
+            write(stamp(notebook, path.stem), path)
+            print("stamped", path.relative_to(COURSE_ROOT))
+        return 0
+    if command == "execute":
+        for path in map(Path, paths):
+            execute(path)
+            print("executed", path)
+        return 0
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
