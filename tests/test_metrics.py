@@ -1,0 +1,458 @@
+"""saliencylab.metrics on hand-checkable cases: linear models, tiny CNNs, scipy as reference."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+from torch import nn
+
+from saliencylab import SaliencyLabError
+from saliencylab._core import input_gradients, reduce_channels, resolve_targets
+from saliencylab.metrics import (
+    auc,
+    deletion_auc,
+    deletion_curve,
+    insertion_auc,
+    insertion_curve,
+    pointing_game,
+    randomization_groups,
+    randomization_test,
+    rank_correlation,
+)
+
+SIZE = 6  # 6x6 images: 36 pixels, so one pixel per step is cheap
+
+
+def linear_model(classes: int = 2, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * SIZE * SIZE, classes)).eval()
+
+
+def random_images(count: int, seed: int = 1, size: int = SIZE) -> torch.Tensor:
+    return torch.rand(count, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def contribution_map(model: nn.Module, images: torch.Tensor, target: int, other: int | None = None):
+    """Exact per-pixel contribution of a linear model: sum over channels of w * x.
+
+    With ``other``, the contribution to ``logit[target] - logit[other]``, which decides the
+    softmax probability of a two-class model.
+    """
+    weight = model[1].weight[target] - (model[1].weight[other] if other is not None else 0)
+    return (weight.view(1, 3, SIZE, SIZE) * images).sum(dim=1).detach()
+
+
+def reference_deletion(model, images, maps, target, steps, baseline=0.0):
+    """Step-by-step deletion curve of logits, written as plainly as possible."""
+    curves = []
+    for image, map_ in zip(images, maps):
+        order = torch.sort(map_.flatten(), descending=True, stable=True).indices
+        values = []
+        for k in range(steps + 1):
+            count = k * order.numel() // steps
+            flat = image.reshape(3, -1).clone()
+            flat[:, order[:count]] = baseline
+            values.append(model(flat.view(1, *image.shape))[0, target].item())
+        curves.append(values)
+    return torch.tensor(curves)
+
+
+# ------------------------------------------------------------------ deletion / insertion
+
+
+@pytest.mark.parametrize("steps", [36, 5])
+def test_deletion_curve_matches_a_step_by_step_reference(steps):
+    model, images = linear_model(), random_images(3)
+    maps = torch.rand(3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    curve = deletion_curve(model, images, maps, target=0, steps=steps, score="logit")
+    expected = reference_deletion(model, images, maps, target=0, steps=steps)
+    assert curve.shape == (3, steps + 1)
+    torch.testing.assert_close(curve, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_perfect_map_beats_random_and_reversed_maps():
+    model, images = linear_model(), random_images(4)
+    perfect = contribution_map(model, images, target=0, other=1)
+    random_map = torch.rand(4, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    options = dict(target=0, steps=36, baseline=0.0)
+    deletion = {name: deletion_auc(model, images, m, **options)
+                for name, m in [("perfect", perfect), ("random", random_map), ("reversed", -perfect)]}
+    insertion = {name: insertion_auc(model, images, m, **options)
+                 for name, m in [("perfect", perfect), ("random", random_map), ("reversed", -perfect)]}
+    assert (deletion["perfect"] < deletion["random"]).all()
+    assert (deletion["random"] < deletion["reversed"]).all()
+    assert (insertion["perfect"] > insertion["random"]).all()
+    assert (insertion["random"] > insertion["reversed"]).all()
+
+
+def test_perfect_map_gives_the_lowest_possible_logit_at_every_step():
+    model, images = linear_model(), random_images(2)
+    perfect = contribution_map(model, images, target=1)
+    options = dict(target=1, steps=36, baseline=0.0, score="logit")
+    best = deletion_curve(model, images, perfect, **options)
+    for seed in range(5):
+        other = torch.rand(2, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+        assert (best <= deletion_curve(model, images, other, **options) + 1e-5).all()
+
+
+def test_curves_start_and_end_at_the_image_and_the_baseline():
+    model, images = linear_model(), random_images(2)
+    maps = torch.rand(2, SIZE, SIZE)
+    grey = torch.tensor([0.5, 0.4, 0.3]).view(3, 1, 1)
+    probs = lambda x: torch.softmax(model(x), dim=1)[:, 0].detach()  # noqa: E731
+    deletion = deletion_curve(model, images, maps, target=0, steps=4, baseline=grey)
+    insertion = insertion_curve(model, images, maps, target=0, steps=4, baseline=grey)
+    grey_images = grey.expand_as(images)
+    torch.testing.assert_close(deletion[:, 0], probs(images))
+    torch.testing.assert_close(deletion[:, -1], probs(grey_images))
+    torch.testing.assert_close(insertion[:, 0], probs(grey_images))
+    torch.testing.assert_close(insertion[:, -1], probs(images))
+
+
+def test_insertion_defaults_to_a_blurred_baseline():
+    from torchvision.transforms.functional import gaussian_blur
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 3)).eval()
+    images = random_images(2, size=16)
+    curve = insertion_curve(model, images, torch.rand(2, 16, 16), target=2, steps=3)
+    blurred = gaussian_blur(images, [11, 11], [5.0, 5.0])
+    expected_start = torch.softmax(model(blurred), dim=1)[:, 2].detach()
+    torch.testing.assert_close(curve[:, 0], expected_start)
+    assert not torch.allclose(curve[:, 0], curve[:, -1])
+    tiny_model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3)).eval()
+    with pytest.raises(SaliencyLabError, match="blur"):
+        insertion_curve(tiny_model, random_images(1, size=4), torch.rand(1, 4, 4), steps=3)
+
+
+def test_constant_map_is_defined_and_deletes_in_raster_order():
+    model, images = linear_model(), random_images(2)
+    raster = -torch.arange(SIZE * SIZE, dtype=torch.float32).view(1, SIZE, SIZE).expand(2, -1, -1)
+    for constant in (torch.zeros(2, SIZE, SIZE), torch.full((2, SIZE, SIZE), 3.0)):
+        curve = deletion_curve(model, images, constant, target=0, steps=12)
+        assert not torch.isnan(curve).any()
+        torch.testing.assert_close(curve, deletion_curve(model, images, raster, target=0, steps=12))
+
+
+def test_batch_size_and_single_image_do_not_change_the_curve():
+    model, images = linear_model(), random_images(3)
+    maps = torch.rand(3, SIZE, SIZE)
+    one_at_a_time = deletion_curve(model, images, maps, steps=7, batch_size=1)
+    all_at_once = deletion_curve(model, images, maps, steps=7, batch_size=1000)
+    torch.testing.assert_close(one_at_a_time, all_at_once)
+    single = deletion_curve(model, images[1], maps[1], steps=7)
+    assert single.shape == (8,)
+    torch.testing.assert_close(single, all_at_once[1])
+    assert isinstance(deletion_auc(model, images[1], maps[1], steps=7), float)
+
+
+def test_target_is_the_requested_class_not_the_prediction():
+    model, images = linear_model(), random_images(3)
+    maps = torch.rand(3, SIZE, SIZE)
+    class_0 = deletion_curve(model, images, maps, target=0, steps=5)
+    class_1 = deletion_curve(model, images, maps, target=[1, 1, 1], steps=5)
+    torch.testing.assert_close(class_0 + class_1, torch.ones_like(class_0))
+    predicted = model(images).argmax(1)
+    default = deletion_curve(model, images, maps, steps=5)
+    torch.testing.assert_close(default[:, 0], torch.maximum(class_0, class_1)[:, 0])
+    torch.testing.assert_close(default, torch.where(predicted[:, None] == 0, class_0, class_1))
+
+
+def test_curves_leave_the_model_as_they_found_it():
+    model, images = linear_model(), random_images(2)
+    model.train()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.warns(UserWarning, match="train mode"):
+        deletion_curve(model, images, torch.rand(2, SIZE, SIZE), steps=3)
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_curve_errors_say_what_to_fix():
+    model, images = linear_model(), random_images(2)
+    maps = torch.rand(2, SIZE, SIZE)
+    with pytest.raises(SaliencyLabError, match="height and width"):
+        deletion_curve(model, images, torch.rand(2, SIZE, SIZE + 1))
+    with pytest.raises(SaliencyLabError, match="height and width"):
+        deletion_curve(model, images, torch.rand(3, SIZE, SIZE))
+    with pytest.raises(SaliencyLabError, match="amax"):
+        deletion_curve(model, images, torch.rand(2, 3, SIZE, SIZE))
+    with pytest.raises(SaliencyLabError, match="NaN"):
+        deletion_curve(model, images, torch.full((2, SIZE, SIZE), float("nan")))
+    with pytest.raises(SaliencyLabError, match="torch.Tensor"):
+        deletion_curve(model, images, maps.numpy())
+    with pytest.raises(SaliencyLabError, match="score"):
+        deletion_curve(model, images, maps, score="probability")
+    with pytest.raises(SaliencyLabError, match="steps"):
+        deletion_curve(model, images, maps, steps=0)
+    with pytest.raises(SaliencyLabError, match="batch_size"):
+        insertion_curve(model, images, maps, batch_size=0, baseline=0.0)
+    with pytest.raises(SaliencyLabError, match="baseline"):
+        deletion_curve(model, images, maps, baseline=torch.zeros(3, SIZE, SIZE + 2))
+    with pytest.raises(SaliencyLabError, match="baseline"):
+        deletion_curve(model, images, maps, baseline="grey")
+    with pytest.raises(SaliencyLabError, match="out of range"):
+        deletion_curve(model, images, maps, target=5)
+
+
+def test_auc_is_the_trapezoid_area_over_zero_to_one():
+    assert auc(torch.tensor([1.0, 1.0, 1.0])) == pytest.approx(1.0)
+    assert auc([1.0, 0.0]) == pytest.approx(0.5)
+    assert auc(torch.tensor([0.0, 1.0, 0.0])) == pytest.approx(0.5)
+    torch.testing.assert_close(
+        auc(torch.tensor([[0.0, 0.5, 1.0], [1.0, 1.0, 0.0]])), torch.tensor([0.5, 0.75])
+    )
+    with pytest.raises(SaliencyLabError, match="N >= 2"):
+        auc(torch.tensor([0.3]))
+
+
+# ------------------------------------------------------------------------- pointing game
+
+
+def peak_map(y: int, x: int, size: int = 10) -> torch.Tensor:
+    map_ = torch.rand(size, size, generator=torch.Generator().manual_seed(y * size + x)) * 0.5
+    map_[y, x] = 1.0
+    return map_
+
+
+def test_pointing_game_hits_inside_the_box_and_misses_outside():
+    box = (2, 3, 5, 7)  # rows 2..4, columns 3..6
+    assert pointing_game(peak_map(2, 3), box) is True
+    assert pointing_game(peak_map(4, 6), box) is True
+    assert pointing_game(peak_map(5, 6), box) is False  # y1 is exclusive
+    assert pointing_game(peak_map(4, 7), box) is False  # x1 is exclusive
+    assert pointing_game(peak_map(0, 0), box) is False
+    maps = torch.stack([peak_map(3, 4), peak_map(8, 8)])
+    hits = pointing_game(maps, torch.tensor([box, box]))
+    assert hits.dtype == torch.bool and hits.tolist() == [True, False]
+
+
+def test_pointing_game_tolerance_is_a_euclidean_distance():
+    box = (2, 2, 4, 4)  # pixels (2..3, 2..3)
+    straight = peak_map(3, 6)  # 3 px right of the box
+    diagonal = peak_map(5, 5)  # (2, 2) px from the corner: 2.83 px away
+    assert [pointing_game(straight, box, tolerance=t) for t in (2, 2.9, 3)] == [False, False, True]
+    assert [pointing_game(diagonal, box, tolerance=t) for t in (2, 2.8, 2.9)] == [False, False, True]
+
+
+def test_pointing_game_accepts_boolean_masks():
+    mask = torch.zeros(10, 10, dtype=torch.bool)
+    mask[1, 1] = mask[7, 8] = True  # two small objects
+    assert pointing_game(peak_map(7, 8), mask) is True
+    assert pointing_game(peak_map(7, 7), mask) is False
+    assert pointing_game(peak_map(7, 7), mask, tolerance=1) is True
+
+
+def test_pointing_game_constant_map_misses_and_ties_must_all_be_inside():
+    box = (0, 0, 5, 5)
+    assert pointing_game(torch.zeros(10, 10), box) is False
+    assert pointing_game(torch.zeros(10, 10), (0, 0, 10, 10)) is True  # the region is everything
+    two_peaks = peak_map(1, 1)
+    two_peaks[8, 8] = 1.0
+    assert pointing_game(two_peaks, box) is False
+    assert pointing_game(two_peaks, box, tolerance=6) is True
+
+
+def test_pointing_game_errors_say_what_to_fix():
+    with pytest.raises(SaliencyLabError, match="covers no pixel"):
+        pointing_game(peak_map(1, 1), (20, 20, 30, 30))
+    with pytest.raises(SaliencyLabError, match="reversed"):
+        pointing_game(peak_map(1, 1), (5, 5, 2, 8))
+    with pytest.raises(SaliencyLabError, match=r"\[2, 4\]"):
+        pointing_game(torch.stack([peak_map(1, 1)] * 2), (0, 0, 3, 3))
+    with pytest.raises(SaliencyLabError, match="bool"):
+        pointing_game(torch.rand(2, 10, 10), torch.ones(2, 10, 10))
+    with pytest.raises(SaliencyLabError, match="one bool"):
+        pointing_game(torch.rand(2, 10, 10), torch.ones(2, 10, 9, dtype=torch.bool))
+    with pytest.raises(SaliencyLabError, match="tolerance"):
+        pointing_game(peak_map(1, 1), (0, 0, 3, 3), tolerance=-1)
+
+
+# ---------------------------------------------------------------------- rank correlation
+
+
+def test_rank_correlation_equals_scipy_spearman_with_ties():
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 6, (4, 9, 7), generator=generator).float()  # many ties
+    b = a + torch.randint(-3, 4, (4, 9, 7), generator=generator).float()
+    ours = rank_correlation(a, b)
+    theirs = [scipy.stats.spearmanr(a[i].flatten(), b[i].flatten()).statistic for i in range(4)]
+    np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-12)
+    signed = torch.randn(4, 9, 7, generator=generator)
+    ours_abs = rank_correlation(signed, a, absolute=True)
+    theirs_abs = [scipy.stats.spearmanr(signed[i].abs().flatten(), a[i].flatten()).statistic
+                  for i in range(4)]
+    np.testing.assert_allclose(ours_abs.numpy(), theirs_abs, rtol=1e-12)
+
+
+def test_rank_correlation_identical_reversed_and_absolute():
+    a = torch.randn(3, 8, 8)
+    torch.testing.assert_close(rank_correlation(a, a * 2 + 1), torch.ones(3, dtype=torch.float64))
+    torch.testing.assert_close(rank_correlation(a, -a), -torch.ones(3, dtype=torch.float64))
+    torch.testing.assert_close(rank_correlation(a, -a, absolute=True), torch.ones(3, dtype=torch.float64))
+    assert rank_correlation(a[0], a[0].exp()) == pytest.approx(1.0)
+
+
+def test_rank_correlation_of_a_constant_map_is_nan_with_a_warning():
+    with pytest.warns(UserWarning, match="constant"):
+        values = rank_correlation(torch.zeros(2, 5, 5), torch.rand(2, 5, 5))
+    assert torch.isnan(values).all()
+    with pytest.raises(SaliencyLabError, match="same shape"):
+        rank_correlation(torch.rand(2, 5, 5), torch.rand(2, 5, 4))
+
+
+# --------------------------------------------------------------------- randomization test
+
+
+def small_cnn(seed: int = 0, classes: int = 4) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(6, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, classes),
+    ).eval()
+
+
+def gradient_map(model: nn.Module, images: torch.Tensor, target=None) -> torch.Tensor:
+    """Plain input-gradient saliency (Simonyan et al.), [B, H, W]."""
+    targets = resolve_targets(model, images, target)
+    return reduce_channels(input_gradients(model, images, targets), "max_abs")
+
+
+def edge_map(model: nn.Module, images: torch.Tensor, target=None) -> torch.Tensor:
+    """A 'method' that ignores the model: exactly what the randomization test should expose."""
+    grey = images.mean(dim=1)
+    return (grey[:, 1:, 1:] - grey[:, :-1, :-1]).abs()
+
+
+@pytest.fixture(scope="module")
+def cnn_images():
+    return random_images(3, seed=5, size=16)
+
+
+def test_default_groups_are_layers_top_down_with_conv_and_bn_together():
+    assert randomization_groups(small_cnn()) == [("7",), ("2", "3"), ("0",)]
+
+
+def test_default_groups_give_lite0_ten_steps_by_stage():
+    efficientnet = pytest.importorskip("efficientnet_lite_pytorch")
+
+    class Normalise(nn.Module):
+        def forward(self, x):
+            return (x - 0.5) / 0.5
+
+    lite0 = nn.Sequential(Normalise(), efficientnet.EfficientNet.from_name("efficientnet-lite0"))
+    groups = randomization_groups(lite0)
+    assert groups[0] == ("1._fc",)
+    assert groups[1] == ("1._conv_head", "1._bn1")
+    assert [len(g) for g in groups[2:-1]] == [1, 4, 3, 3, 2, 2, 1]  # stages 7..1 of MBConv blocks
+    assert groups[-1] == ("1._conv_stem", "1._bn0")
+
+
+def test_randomization_decorrelates_gradients_but_not_an_edge_detector(cnn_images):
+    model = small_cnn()
+    result = randomization_test(model, cnn_images, gradient_map)
+    assert result.layers == ["7", "2-3", "0"]
+    assert result.rank_correlation.shape == (3, 3) and result.ssim.shape == (3, 3)
+    assert result.maps.shape == (4, 3, 16, 16)
+    assert (result.rank_correlation[-1].abs() < 0.5).all()
+    assert (result.ssim[-1] < 0.5).all()
+    blind = randomization_test(model, cnn_images, edge_map)
+    torch.testing.assert_close(blind.rank_correlation, torch.ones(3, 3, dtype=torch.float64))
+    torch.testing.assert_close(blind.ssim, torch.ones(3, 3, dtype=torch.float64))
+
+
+def test_randomization_leaves_the_model_untouched(cnn_images):
+    model = small_cnn()
+    model.train()
+    state = copy.deepcopy(model.state_dict())
+    with pytest.warns(UserWarning, match="train mode"):
+        randomization_test(model, cnn_images, gradient_map, ssim=False)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert all(m.training for m in model.modules())
+    assert all(p.grad is None for p in model.parameters())
+    assert not any(m._forward_hooks or m._backward_hooks for m in model.modules())
+
+
+def test_randomization_is_reproducible_and_keeps_the_global_random_state(cnn_images):
+    model = small_cnn()
+    torch.manual_seed(123)
+    first = randomization_test(model, cnn_images, gradient_map, seed=7)
+    after_first = torch.rand(1)
+    torch.manual_seed(123)
+    second = randomization_test(model, cnn_images, gradient_map, seed=7)
+    assert torch.equal(torch.rand(1), after_first)
+    other = randomization_test(model, cnn_images, gradient_map, seed=8)
+    torch.testing.assert_close(first.rank_correlation, second.rank_correlation, rtol=0, atol=0)
+    torch.testing.assert_close(first.maps, second.maps, rtol=0, atol=0)
+    assert not torch.equal(first.maps[1:], other.maps[1:])
+
+
+def test_randomization_explains_the_original_target_at_every_step(cnn_images):
+    model = small_cnn(seed=3, classes=10)
+    original = model(cnn_images).argmax(1)
+    seen_targets, predictions = [], []
+
+    def recording_method(model, images, target=None):
+        seen_targets.append(torch.as_tensor(target).clone())
+        predictions.append(model(images).argmax(1))
+        return gradient_map(model, images, target)
+
+    result = randomization_test(model, cnn_images, recording_method, ssim=False)
+    assert all(torch.equal(t, original) for t in seen_targets)
+    assert torch.equal(result.targets, original)
+    assert any(not torch.equal(p, original) for p in predictions[1:])  # the test has teeth
+
+    seen_targets.clear()
+    randomization_test(model, cnn_images, recording_method, target=2, ssim=False)
+    assert all(t.tolist() == [2, 2, 2] for t in seen_targets)
+
+
+@pytest.mark.parametrize("cascading", [True, False])
+def test_randomization_steps_cascade_or_stay_independent(cnn_images, cascading):
+    model = small_cnn()
+    groups = randomization_groups(model)
+    changed_per_call = []
+
+    def recording_method(copy_of_model, images, target=None):
+        modules = dict(copy_of_model.named_modules())
+        changed_per_call.append([
+            any(not torch.equal(modules[n].weight, dict(model.named_modules())[n].weight) for n in g)
+            for g in groups
+        ])
+        return gradient_map(copy_of_model, images, target)
+
+    randomization_test(model, cnn_images, recording_method, cascading=cascading, ssim=False)
+    if cascading:
+        expected = [[step > i for i in range(3)] for step in range(4)]  # groups 1..step random
+    else:
+        expected = [[step == i + 1 for i in range(3)] for step in range(4)]
+    assert changed_per_call == [[bool(x) for x in row] for row in expected]
+
+
+def test_randomization_layers_option_and_module_options(cnn_images):
+    model = small_cnn()
+
+    def needs_layer(copy_of_model, images, target=None, layer=None):
+        assert any(m is layer for m in copy_of_model.modules()), "layer must belong to the copy"
+        return gradient_map(copy_of_model, images, target)
+
+    result = randomization_test(
+        model, cnn_images, needs_layer, layers=["7", ("2", "3")], layer=model[2], ssim=False
+    )
+    assert result.layers == ["7", "2-3"] and result.groups == [("7",), ("2", "3")]
+    rows = result.to_rows()
+    assert len(rows) == 2 * 3 and rows[0]["layer"] == "7" and rows[0]["ssim"] is None
+    assert "spearman" in str(result)
+    with pytest.raises(SaliencyLabError, match="no module named '9'"):
+        randomization_test(model, cnn_images, gradient_map, layers=["9"])
+    with pytest.raises(SaliencyLabError, match="no parameters"):
+        randomization_test(model, cnn_images, gradient_map, layers=["1"])
+    with pytest.raises(SaliencyLabError, match="list of module names"):
+        randomization_test(model, cnn_images, gradient_map, layers="7")
+    with pytest.raises(SaliencyLabError, match="one map per image"):
+        randomization_test(model, cnn_images, lambda m, x, target=None: torch.zeros(2))
