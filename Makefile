@@ -23,11 +23,11 @@ lab: setup
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks
 
 test: setup
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # Library tests only (seconds, no notebook execution).
 test-fast: setup
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not notebooks" --ignore=solutions
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not notebooks" --ignore=solutions
 
 release: setup
 	$(PY) tools/nbtools.py stamp

@@ -11,7 +11,6 @@ c.CourseDirectory.db_url = "sqlite:///gradebook.db"
 # stopped here and the rest of the notebook is still graded.
 c.Execute.timeout = 120
 c.Execute.interrupt_on_timeout = True
-c.Execute.allow_errors = True
 
 # Files beside the notebook that are copied into the release.
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback"]
