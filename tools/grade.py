@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import nbformat
 
 COURSE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,9 +63,86 @@ def register_assignment(root: Path, assignment: str) -> None:
         raise RuntimeError(f"cannot register {assignment} in the gradebook:\n{result.stderr[-3000:]}")
 
 
-def autograde(root: Path, assignment: str) -> subprocess.CompletedProcess:
-    """Autograde every submission of ``assignment`` (regrading those graded before)."""
-    return nbgrader(root, "autograde", assignment, "--force", "--create")
+def autograde(root: Path, assignment: str, *options: str) -> subprocess.CompletedProcess:
+    """Autograde every submission of ``assignment`` in one nbgrader run (regrading old ones)."""
+    return nbgrader(root, "autograde", assignment, "--force", "--create", *options)
+
+
+@dataclass
+class SubmissionResult:
+    """How one student's submission of one assignment went."""
+
+    student: str
+    assignment: str
+    status: str  # "graded" or what went wrong, e.g. "missing notebook"
+    detail: str = ""
+
+    @property
+    def graded(self) -> bool:
+        return self.status == "graded"
+
+
+def notebook_problem(path: Path) -> tuple[str, str] | None:
+    """Why the submitted notebook at ``path`` cannot be graded, or None when it can."""
+    if not path.exists():
+        others = sorted(p.name for p in path.parent.glob("*.ipynb"))
+        found = f"; found {others}: rename it to {path.name}" if others else ""
+        return "missing notebook", f"no {path.name} in {path.parent}{found}"
+    try:
+        nbformat.read(str(path), as_version=4)
+    except Exception as error:  # nbformat raises several kinds for broken files
+        return "invalid notebook", f"{path.name} is not a valid notebook ({type(error).__name__}: {str(error)[:200]})"
+    return None
+
+
+def restore_deleted_test_cells(submission: Path, source: Path) -> list[str]:
+    """Put back the locked cells (tests, setup) a student deleted, from the source notebook.
+
+    nbgrader overwrites edited locked cells with the source version but scores a deleted test
+    cell as 0 without running it; restoring it means the real tests are always the ones run.
+    The student's file is kept as ``.original-<name>`` beside it. Returns the restored ids.
+    """
+    source_cells = nbformat.read(str(source), as_version=4).cells
+    notebook = nbformat.read(str(submission), as_version=4)
+    present = {c.metadata.get("nbgrader", {}).get("grade_id") for c in notebook.cells}
+    restored = []
+    for index, cell in enumerate(source_cells):
+        meta = cell.metadata.get("nbgrader", {})
+        if not meta.get("locked") or meta.get("grade_id") in present:
+            continue
+        previous = [c.metadata.get("nbgrader", {}).get("grade_id") for c in source_cells[:index]]
+        ids = [c.metadata.get("nbgrader", {}).get("grade_id") for c in notebook.cells]
+        anchor = max((ids.index(p) for p in previous if p in ids), default=-1)
+        notebook.cells.insert(anchor + 1, cell)
+        present.add(meta["grade_id"])
+        restored.append(meta["grade_id"])
+    if restored:
+        shutil.copy(submission, submission.with_name(f".original-{submission.name}"))
+        nbformat.write(notebook, str(submission))
+    return restored
+
+
+def failure_reason(log: str) -> str:
+    """A one-line explanation of why nbgrader could not grade a submission."""
+    if "Kernel died" in log or "DeadKernelError" in log:
+        return "the kernel died while running the notebook (os._exit, a crash or out of memory)"
+    lines = [line for line in log.splitlines() if "Error" in line or "ERROR" in line]
+    return lines[-1].strip()[:300] if lines else "nbgrader could not grade it (see its log)"
+
+
+def grade_submission(root: Path, student: str, assignment: str, *options: str) -> SubmissionResult:
+    """Check, repair and autograde one submission; problems are flagged, never fatal."""
+    path = root / "submitted" / student / assignment / f"{assignment}.ipynb"
+    problem = notebook_problem(path)
+    if problem:
+        return SubmissionResult(student, assignment, *problem)
+    source = root / "solutions" / assignment / f"{assignment}.ipynb"
+    restored = restore_deleted_test_cells(path, source)
+    result = nbgrader(root, "autograde", assignment, "--force", "--create", f"--student={student}", *options)
+    if not (root / "autograded" / student / assignment / path.name).exists():
+        return SubmissionResult(student, assignment, "not graded", failure_reason(result.stderr))
+    detail = f"restored deleted test cells {restored}" if restored else ""
+    return SubmissionResult(student, assignment, "graded", detail)
 
 
 def generate_feedback(root: Path, assignment: str) -> subprocess.CompletedProcess:
@@ -88,37 +168,63 @@ def cell_scores(root: Path) -> list[CellScore]:
     return scores
 
 
-def write_csv(scores: list[CellScore], path: Path) -> None:
-    """One row per student and assignment: autograded score, maximum, cells still to grade by hand."""
-    totals: dict[tuple[str, str], list[float]] = {}
-    for s in scores:
-        row = totals.setdefault((s.student, s.assignment), [0.0, 0.0, 0])
-        row[0] += s.score
-        row[1] += s.max_score
-        row[2] += int(s.needs_manual_grade)
+def students(root: Path, assignment: str) -> list[str]:
+    """Students with a folder for ``assignment`` under submitted/."""
+    return sorted(p.parent.name for p in (root / "submitted").glob(f"*/{assignment}") if p.is_dir())
+
+
+def grade_all(root: Path, *options: str) -> list[SubmissionResult]:
+    """Grade every submission of every assignment under ``root``; feedback for the graded."""
+    results = []
+    for assignment in submitted_assignments(root):
+        register_assignment(root, assignment)
+        for student in students(root, assignment):
+            result = grade_submission(root, student, assignment, *options)
+            print(f"  {assignment:<28} {student:<20} {result.status} {result.detail}", flush=True)
+            results.append(result)
+        generate_feedback(root, assignment)
+    return results
+
+
+def write_csv(results: list[SubmissionResult], scores: list[CellScore], path: Path) -> list[list[str]]:
+    """One row per submission: score, maximum, cells still to grade by hand, and its status."""
+    rows = [["student", "assignment", "score", "max_score", "cells_to_grade_by_hand", "status", "detail"]]
+    for result in sorted(results, key=lambda r: (r.assignment, r.student)):
+        mine = [s for s in scores if (s.student, s.assignment) == (result.student, result.assignment)]
+        maximum = sum(s.max_score for s in mine) if mine else _max_score(scores, result.assignment)
+        score = sum(s.score for s in mine) if result.graded else 0.0
+        manual = sum(s.needs_manual_grade for s in mine) if result.graded else 0
+        rows.append([result.student, result.assignment, f"{score:g}", f"{maximum:g}", str(manual),
+                     result.status, result.detail])
     with open(path, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["student", "assignment", "score", "max_score", "cells_to_grade_by_hand"])
-        for (student, assignment), (score, max_score, manual) in sorted(totals.items()):
-            writer.writerow([student, assignment, f"{score:g}", f"{max_score:g}", manual])
+        csv.writer(file).writerows(rows)
+    return rows
+
+
+def _max_score(scores: list[CellScore], assignment: str) -> float:
+    per_student: dict[str, float] = {}
+    for s in scores:
+        if s.assignment == assignment:
+            per_student[s.student] = per_student.get(s.student, 0.0) + s.max_score
+    return max(per_student.values(), default=0.0)
+
+
+def print_table(rows: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row[:6], widths)))
 
 
 def main() -> int:
     root = COURSE_ROOT
-    assignments = submitted_assignments(root)
-    if not assignments:
+    if not submitted_assignments(root):
         print("No submissions: put them in submitted/<student>/<assignment>/<assignment>.ipynb")
         return 1
-    for assignment in assignments:
-        print(f"grading {assignment} ...", flush=True)
-        register_assignment(root, assignment)
-        result = autograde(root, assignment)
-        if result.returncode != 0:
-            print(result.stderr[-3000:], file=sys.stderr)
-        generate_feedback(root, assignment)
-    scores = cell_scores(root)
-    write_csv(scores, root / "grades.csv")
-    print((root / "grades.csv").read_text())
+    results = grade_all(root)
+    rows = write_csv(results, cell_scores(root), root / "grades.csv")
+    print_table(rows)
+    flagged = [r for r in results if not r.graded]
+    print(f"\n{len(results) - len(flagged)} graded, {len(flagged)} flagged; grades.csv and feedback/ written.")
     return 0
 
 

@@ -1,0 +1,146 @@
+"""`make grade` survives bad submissions without losing anyone's marks.
+
+A tiny two-exercise assignment is graded for one well-behaved student and one student per kind
+of trouble; each ends graded or clearly flagged, and the good student's grade is intact.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+import grade  # noqa: E402
+import nbtools  # noqa: E402
+
+ASSIGNMENT = "robust"
+CORRECT = "    ### BEGIN SOLUTION\n    return 2 * v\n    ### END SOLUTION"
+pytestmark = [pytest.mark.notebooks, pytest.mark.xdist_group("grade-robustness")]
+
+
+def notebook(double_body: str = CORRECT, extra_cell: str | None = None) -> nbformat.NotebookNode:
+    cells = [
+        nbtools.markdown("# A tiny assignment"),
+        nbtools.solution("def double(v):\n" + double_body, "double"),
+        nbtools.tests("assert double(2) == 4\n### BEGIN HIDDEN TESTS\nassert double(3) == 6\n### END HIDDEN TESTS",
+                      "double_test", 2),
+        nbtools.solution("def triple(v):\n    ### BEGIN SOLUTION\n    return 3 * v\n    ### END SOLUTION", "triple"),
+        nbtools.tests("assert triple(2) == 6", "triple_test", 1),
+        nbtools.markdown("Why?"),
+        nbtools.written_answer("why", 1, "Because."),
+    ]
+    if extra_cell:
+        cells.insert(3, nbtools.code(extra_cell))
+    return nbtools.new_notebook(cells, ASSIGNMENT)
+
+
+def without_cell(nb: nbformat.NotebookNode, grade_id: str) -> nbformat.NotebookNode:
+    nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != grade_id]
+    return nb
+
+
+def with_edited_test(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    test = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "double_test")
+    test.source = "pass  # tests removed by the student"
+    return nb
+
+
+SUBMISSIONS = {
+    "good": notebook(),
+    "raises": notebook("    raise ValueError('not done')"),
+    "infinite_loop": notebook(extra_cell="while True:\n    pass"),
+    "kernel_crash": notebook(extra_cell="import os\nos._exit(1)"),
+    "huge_output": notebook(extra_cell="for i in range(100000):\n    print('spam', i)"),
+    "edited_test_wrong": with_edited_test(notebook("    return 0")),
+    "deleted_test_right": without_cell(notebook(), "double_test"),
+    "deleted_test_wrong": without_cell(notebook("    return 0"), "double_test"),
+}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("course")
+    shutil.copy(ROOT / "nbgrader_config.py", root)
+    nbtools.write(notebook(), root / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
+    for student, nb in SUBMISSIONS.items():
+        nbtools.write(nb, root / "submitted" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
+    (root / "submitted" / "no_notebook" / ASSIGNMENT).mkdir(parents=True)
+    broken = root / "submitted" / "not_json" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    broken.parent.mkdir(parents=True)
+    broken.write_text('{"cells": [ this is not json')
+    results = {r.student: r for r in grade.grade_all(root, "--Execute.timeout=5")}
+    rows = grade.write_csv(list(results.values()), grade.cell_scores(root), root / "grades.csv")
+    with open(root / "grades.csv") as file:
+        table = {row["student"]: row for row in csv.DictReader(file)}
+    return root, results, table, rows
+
+
+def score(table, student):
+    return float(table[student]["score"]), float(table[student]["max_score"])
+
+
+def test_good_student_gets_full_autograded_marks(graded):
+    _, results, table, _ = graded
+    assert results["good"].graded
+    assert score(table, "good") == (3.0, 4.0)  # the written answer (1 point) is graded by hand
+    assert table["good"]["cells_to_grade_by_hand"] == "1"
+
+
+def test_a_cell_that_raises_costs_only_its_exercise(graded):
+    _, results, table, _ = graded
+    assert results["raises"].graded and score(table, "raises") == (1.0, 4.0)
+
+
+def test_an_infinite_loop_is_stopped_and_the_rest_graded(graded):
+    _, results, table, _ = graded
+    assert results["infinite_loop"].graded and score(table, "infinite_loop") == (3.0, 4.0)
+
+
+def test_a_kernel_crash_is_flagged_not_fatal(graded):
+    _, results, table, _ = graded
+    crash = results["kernel_crash"]
+    assert not crash.graded and "kernel died" in crash.detail
+    assert table["kernel_crash"]["status"] == "not graded" and score(table, "kernel_crash") == (0.0, 4.0)
+
+
+def test_huge_output_is_graded_and_truncated(graded):
+    root, results, table, _ = graded
+    assert results["huge_output"].graded and score(table, "huge_output") == (3.0, 4.0)
+    autograded = root / "autograded" / "huge_output" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    assert autograded.stat().st_size < 2_000_000
+
+
+def test_edited_tests_are_replaced_by_the_source_tests(graded):
+    _, results, table, _ = graded
+    assert results["edited_test_wrong"].graded and score(table, "edited_test_wrong") == (1.0, 4.0)
+
+
+def test_deleted_tests_are_restored_and_run(graded):
+    root, results, table, _ = graded
+    assert score(table, "deleted_test_right") == (3.0, 4.0)
+    assert score(table, "deleted_test_wrong") == (1.0, 4.0)
+    assert "double_test" in results["deleted_test_right"].detail
+    kept = root / "submitted" / "deleted_test_right" / ASSIGNMENT / f".original-{ASSIGNMENT}.ipynb"
+    assert kept.exists(), "the student's own file is kept"
+
+
+def test_missing_and_invalid_notebooks_are_flagged(graded):
+    _, results, table, _ = graded
+    assert results["no_notebook"].status == "missing notebook"
+    assert results["not_json"].status == "invalid notebook" and "not a valid notebook" in results["not_json"].detail
+    assert score(table, "no_notebook") == (0.0, 4.0) and score(table, "not_json") == (0.0, 4.0)
+
+
+def test_every_student_has_a_row_and_feedback_when_graded(graded):
+    root, results, table, _ = graded
+    assert set(table) == set(SUBMISSIONS) | {"no_notebook", "not_json"}
+    for student, result in results.items():
+        if result.graded:
+            assert (root / "feedback" / student / ASSIGNMENT / f"{ASSIGNMENT}.html").exists(), student
