@@ -73,6 +73,16 @@ def tests(source: str, grade_id: str, points: float, tags: tuple[str, ...] = ())
     ``_test`` so the grading tests know which exercise it belongs to."""
     cell = code(source, tags)
     cell.metadata.update(_nbgrader(grade=True, locked=True, grade_id=grade_id, points=points))
+    return tag_raises_exception(cell)
+
+
+def tag_raises_exception(cell: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Tag a cell that calls a student's function ``raises-exception``: in the release it raises
+    NotImplementedError until the exercise is done, and JupyterLab's "Run All" (and nbval) then
+    carry on past it instead of stopping the whole notebook."""
+    tags = cell.metadata.setdefault("tags", [])
+    if "raises-exception" not in tags:
+        tags.append("raises-exception")
     return cell
 
 
@@ -110,7 +120,8 @@ import importlib.util, os, subprocess, sys
 if importlib.util.find_spec("saliencylab") is None:
     spec = os.environ.get("SALIENCYLAB_PIP_SPEC", "{spec}")
     print("Installing saliencylab from", spec)
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", spec])'''
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", spec])
+    importlib.invalidate_caches()'''
     cell = code(source)
     cell.metadata.update(_nbgrader(locked=True, grade_id=COLAB_SETUP_ID))
     return cell
@@ -121,12 +132,16 @@ def _is_stamped(cell: nbformat.NotebookNode, grade_id: str) -> bool:
 
 
 def stamp(notebook: nbformat.NotebookNode, assignment: str) -> nbformat.NotebookNode:
-    """Put the current badge and setup cell at the top (replacing older ones)."""
+    """Put the current badge and setup cell after the title (replacing older ones) and tag
+    every test cell ``raises-exception``."""
     rest = [
         cell
         for cell in notebook.cells
         if not (_is_stamped(cell, COLAB_BADGE_ID) or _is_stamped(cell, COLAB_SETUP_ID))
     ]
+    for cell in rest:
+        if cell.cell_type == "code" and cell.get("metadata", {}).get("nbgrader", {}).get("grade"):
+            tag_raises_exception(cell)
     title, body = (rest[:1], rest[1:]) if rest and rest[0].cell_type == "markdown" else ([], rest)
     notebook.cells = title + [colab_badge(assignment), colab_setup()] + body
     return notebook
