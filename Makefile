@@ -19,8 +19,11 @@ $(STAMP): lib/pyproject.toml Makefile tools/setup_kernel.py
 	$(PY) tools/setup_kernel.py
 	@touch $(STAMP)
 
+# LAB_ROOT / LAB_ARGS let the browser test start this same server on a copy of the course.
+LAB_ROOT ?= $(CURDIR)
+LAB_ARGS ?=
 lab: setup
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(LAB_ROOT)" --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
 
 test: setup
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup

@@ -71,8 +71,8 @@ def test_notebook_outside_the_repo_installs_saliencylab_by_its_first_cell(tmp_pa
            "SALIENCYLAB_DATA": str(tmp_path / "no-data-here")}
     env.pop("PYTHONPATH", None)
     result = subprocess.run(
-        [str(fresh_python), "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-         "--ExecutePreprocessor.kernel_name=", "--ExecutePreprocessor.timeout=600",
+        [str(fresh_python), "-m", "nbconvert", "--to", "notebook", "--execute",
+         "--ExecutePreprocessor.timeout=600",
          "--output", "executed.ipynb", notebook_path.name],
         cwd=workdir, env=env, capture_output=True, text=True, timeout=900,
     )
