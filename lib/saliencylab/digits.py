@@ -48,6 +48,8 @@ DIGITS_IMAGE_SIZE = 32
 DIGITS_CLASS_NAMES = tuple(str(digit) for digit in range(10))
 
 WEIGHTS_FILENAME = "digits_cnn.pt"
+COURSE_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+"""The course's ``data/`` folder (``lib/saliencylab/../../data``); absent in a pip install."""
 _TEST_FRACTION = 0.25
 _SPLIT_SEED = 0
 
@@ -260,7 +262,7 @@ def weights_candidates() -> list[Path]:
     folders = [Path(os.environ["SALIENCYLAB_DATA"]).expanduser()] if os.environ.get(
         "SALIENCYLAB_DATA"
     ) else []
-    folders += [Path(__file__).resolve().parents[2] / "data", _cache_dir()]
+    folders += [COURSE_DATA_DIR, _cache_dir()]
     return [folder / WEIGHTS_FILENAME for folder in folders]
 
 
