@@ -19,7 +19,8 @@ def idx() -> ImageNetIndex:
 # ---------------------------------------------------------------- ImageNetIndex
 
 @pytest.mark.parametrize(
-    "query", ["great grey owl", "Great Grey Owl", "great_grey_owl", "  great   grey-owl ", "grey owl"]
+    "query",
+    ["great grey owl", "Great Grey Owl", "great_grey_owl", "  great   grey-owl ", "grey owl"],
 )
 def test_names_match_ignoring_case_separators_and_partially(idx, query):
     assert idx[query] == 24

@@ -217,7 +217,7 @@ def test_load_image_accepts_an_image_tensor(chelsea):
 
 def test_to_tensor_gives_a_float_batch_of_one_in_0_1(chelsea):
     assert chelsea.shape == (1, 3, 224, 224) and chelsea.dtype == torch.float32
-    assert 0 <= chelsea.min() and chelsea.max() <= 1 and chelsea.std() > 0.05
+    assert chelsea.min() >= 0 and chelsea.max() <= 1 and chelsea.std() > 0.05
 
 
 def test_to_tensor_resizes_the_shorter_side_and_crops_the_centre():

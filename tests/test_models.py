@@ -162,7 +162,8 @@ def test_torchvision_weights_offline_fail_fast_with_a_clear_error(offline):
     with pytest.raises(SaliencyLabError) as caught:
         load_model("alexnet")
     message = str(caught.value)
-    assert "download" in message and "efficientnet_lite0" in message and "pretrained=False" in message
+    assert "download" in message and "efficientnet_lite0" in message
+    assert "pretrained=False" in message
     # One short probe, with a timeout: no hanging on a download that cannot happen.
     assert len(offline.timeouts) == 1
     assert offline.timeouts[0] is not None and offline.timeouts[0] <= 10
@@ -172,8 +173,9 @@ def test_torchvision_weights_come_from_the_cache_without_network(offline, tmp_pa
     weights = torchvision.models.ResNet18_Weights.DEFAULT
     cached = tmp_path / "torch_home" / "hub" / "checkpoints" / Path(weights.url).name
     cached.parent.mkdir(parents=True)
-    torch.manual_seed(123)
-    stored = torchvision.models.resnet18().state_dict()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(123)
+        stored = torchvision.models.resnet18().state_dict()
     torch.save(stored, cached)
     model = load_model("resnet18")
     assert offline.timeouts == []
@@ -241,7 +243,7 @@ def test_digits_images_follow_the_course_convention_with_a_fixed_disjoint_split(
     train_images, train_labels = digits.load_digits_images("train")
     test_images, test_labels = digits.load_digits_images("test")
     assert train_images.shape == (1348, 3, 32, 32) and test_images.shape == (449, 3, 32, 32)
-    assert 0 <= test_images.min() and test_images.max() <= 1
+    assert test_images.min() >= 0 and test_images.max() <= 1
     assert torch.equal(test_images[:, 0], test_images[:, 2])
     assert set(train_labels.tolist()) == set(range(10)) == set(test_labels.tolist())
     every_image = digits.load_digits_images("all")[0].flatten(1)
@@ -266,8 +268,9 @@ def test_digits_cnn_is_small_frozen_and_accurate_on_held_out_digits(digits_cnn):
 
 
 def test_digits_weights_are_found_through_saliencylab_data(monkeypatch, tmp_path):
-    torch.manual_seed(5)
-    replacement = digits.build_digits_cnn().state_dict()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        replacement = digits.build_digits_cnn().state_dict()
     torch.save(replacement, tmp_path / digits.WEIGHTS_FILENAME)
     monkeypatch.setenv("SALIENCYLAB_DATA", str(tmp_path))
     model = load_model("digits_cnn")
@@ -295,5 +298,6 @@ def test_without_stored_weights_digits_cnn_retrains_reproducibly_and_caches(
     for name, tensor in retrained.state_dict().items():
         assert torch.allclose(tensor, shipped[name], atol=1e-4), name
     # The second load reads the cache instead of training again.
-    assert torch.equal(load_model("digits_cnn").classifier.fc.weight, retrained.classifier.fc.weight)
+    reloaded = load_model("digits_cnn")
+    assert torch.equal(reloaded.classifier.fc.weight, retrained.classifier.fc.weight)
     assert "training" not in capsys.readouterr().err

@@ -31,6 +31,8 @@ from saliencylab._core import SaliencyLabError
 __all__ = [
     "DIGITS_IMAGE_SIZE",
     "DIGITS_CLASS_NAMES",
+    "WEIGHTS_FILENAME",
+    "COURSE_DATA_DIR",
     "DigitsTrainingSettings",
     "build_digits_cnn",
     "load_digits_images",

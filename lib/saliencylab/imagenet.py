@@ -105,7 +105,8 @@ class ImageNetIndex:
         try:
             position = operator.index(index)
         except TypeError:
-            if isinstance(index, torch.Tensor) and index.numel() == 1 and not index.is_floating_point():
+            whole = isinstance(index, torch.Tensor) and not index.is_floating_point()
+            if whole and index.numel() == 1:
                 position = int(index.item())
             else:
                 raise SaliencyLabError(f"a class index must be an int, got {index!r}.") from None

@@ -55,11 +55,11 @@ class UnknownNameError(NameLookupError):
 
 
 def unknown_name_error(
-    kind: str, name: object, valid: "list[str] | tuple[str, ...]", note: str = ""
+    kind: str, name: object, valid: list[str] | tuple[str, ...], note: str = ""
 ) -> UnknownNameError:
     """An :class:`UnknownNameError` that suggests the closest valid names and lists them all."""
-    close = difflib.get_close_matches(str(name).lower(), [v.lower() for v in valid], n=3, cutoff=0.6)
     by_lower = {v.lower(): v for v in valid}
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=3, cutoff=0.6)
     suggestion = f" Did you mean {', '.join(repr(by_lower[c]) for c in close)}?" if close else ""
     listing = ", ".join(valid) if len(valid) <= 30 else f"{len(valid)} names"
     return UnknownNameError(f"unknown {kind} {name!r}{note}.{suggestion} Valid: {listing}.")
@@ -175,7 +175,8 @@ def load_image(image: ImageLike) -> PIL.Image.Image:
         image: a file path (``str`` or ``Path``); a sample name from :data:`SAMPLE_IMAGES`;
             a PIL image; a numpy array ``H x W``, ``H x W x 1``, ``H x W x 3`` or
             ``H x W x 4`` of uint8, uint16 (16-bit), bool, or float in ``[0, 1]``; or an
-            image tensor ``[3, H, W]`` / ``[1, 3, H, W]`` in ``[0, 1]``.
+            image tensor ``[3, H, W]`` / ``[1, 3, H, W]`` in ``[0, 1]``. An existing file
+            wins over a sample of the same name.
     Greyscale (also 16-bit) is repeated to three channels; palette images are expanded;
     images with transparency (RGBA, LA, palette with transparency) are composited on a
     **white** background; EXIF rotation of photos is applied.
@@ -303,7 +304,8 @@ def to_tensor(image: ImageLike, size: int | None = 224) -> torch.Tensor:
 def to_numpy_image(tensor: torch.Tensor) -> np.ndarray:
     """``[3, H, W]`` or ``[1, 3, H, W]`` tensor -> ``H x W x 3`` float32 array in ``[0, 1]``
     for ``plt.imshow`` (values outside ``[0, 1]`` are clipped, with a warning)."""
-    return _single_image(tensor, "to_numpy_image").detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    image = _single_image(tensor, "to_numpy_image").detach().clamp(0.0, 1.0)
+    return image.permute(1, 2, 0).cpu().numpy()
 
 
 def _single_image(tensor: torch.Tensor, caller: str) -> torch.Tensor:

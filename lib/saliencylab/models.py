@@ -18,8 +18,8 @@ import urllib.request
 import warnings
 import weakref
 from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -63,7 +63,9 @@ class Normalize(nn.Module):
         return f"mean=({mean}), std=({std})"
 
 
-def load_model(name: str = "efficientnet_lite0", pretrained: bool = True, seed: int = 0) -> nn.Module:
+def load_model(
+    name: str = "efficientnet_lite0", pretrained: bool = True, seed: int = 0
+) -> nn.Module:
     """Load a classifier that takes ``[B, 3, H, W]`` RGB in ``[0, 1]`` and returns logits.
 
     Args:
@@ -203,7 +205,7 @@ _FEATURE_MAP_OPS = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Mish,
     nn.BatchNorm2d,
 )
-_DEFAULT_LAYERS: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
+_DEFAULT_LAYERS: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
 
 
 def default_layer(model: nn.Module) -> nn.Module:
