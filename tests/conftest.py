@@ -28,11 +28,13 @@ def digits_cnn() -> nn.Module:
 
 
 @pytest.fixture(scope="session")
-def _chelsea_once() -> torch.Tensor:
+def chelsea_session() -> torch.Tensor:
+    """Chelsea the cat, one shared tensor for module- or session-scoped fixtures: read it,
+    never write into it (use ``chelsea`` in tests)."""
     return to_tensor(sample_image("chelsea"))
 
 
 @pytest.fixture
-def chelsea(_chelsea_once: torch.Tensor) -> torch.Tensor:
+def chelsea(chelsea_session: torch.Tensor) -> torch.Tensor:
     """Chelsea the cat, ``[1, 3, 224, 224]`` in ``[0, 1]`` (a fresh copy per test)."""
-    return _chelsea_once.clone()
+    return chelsea_session.clone()
