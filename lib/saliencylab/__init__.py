@@ -2,9 +2,11 @@
 
 Submodules (import what you need)::
 
-    saliencylab.images       load_image, sample_image, SAMPLE_IMAGES, to_tensor, to_numpy_image
+    saliencylab.images       load_image, sample_image, SAMPLE_IMAGES, to_tensor, to_numpy_image,
+                             side_by_side (two photos as one two-object image, with their boxes)
     saliencylab.models       load_model, default_layer
-    saliencylab.imagenet     ImageNetIndex, predict
+    saliencylab.digits       load_digits_images (sklearn's digits as [N, 3, 32, 32] images)
+    saliencylab.imagenet     ImageNetIndex, predict(model, images, top=5, labels=None)
     saliencylab.attribution  saliency, guided_backprop, deconvnet, smoothgrad, gradcam,
                              guided_gradcam, occlusion, integrated_gradients,
                              fooling_image, class_visualization
