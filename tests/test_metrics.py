@@ -338,19 +338,22 @@ def test_default_groups_are_layers_top_down_with_conv_and_bn_together():
     assert randomization_groups(small_cnn()) == [("7",), ("2", "3"), ("0",)]
 
 
-def test_default_groups_give_lite0_ten_steps_by_stage():
-    efficientnet = pytest.importorskip("efficientnet_lite_pytorch")
-
-    class Normalise(nn.Module):
-        def forward(self, x):
-            return (x - 0.5) / 0.5
-
-    lite0 = nn.Sequential(Normalise(), efficientnet.EfficientNet.from_name("efficientnet-lite0"))
+def test_default_groups_give_lite0_ten_steps_by_stage(lite0):
     groups = randomization_groups(lite0)
-    assert groups[0] == ("1._fc",)
-    assert groups[1] == ("1._conv_head", "1._bn1")
-    assert [len(g) for g in groups[2:-1]] == [1, 4, 3, 3, 2, 2, 1]  # stages 7..1 of MBConv blocks
-    assert groups[-1] == ("1._conv_stem", "1._bn0")
+    assert groups[0] == ("classifier.fc",)
+    assert groups[1] == ("features.head.0", "features.head.1")  # conv + BatchNorm
+    stages = [[int(name.rpartition(".")[2]) for name in group] for group in groups[2:-1]]
+    assert stages == [[15], [11, 12, 13, 14], [8, 9, 10], [5, 6, 7], [3, 4], [1, 2], [0]]
+    assert groups[-1] == ("features.stem.0", "features.stem.1")
+
+
+def test_default_groups_open_wrappers_and_module_lists():
+    efficientnet = pytest.importorskip("efficientnet_lite_pytorch")
+    wrapped = nn.Sequential(nn.Identity(), efficientnet.EfficientNet.from_name("efficientnet-lite0"))
+    groups = randomization_groups(wrapped)
+    assert len(groups) == 10
+    assert groups[0] == ("1._fc",) and groups[-1] == ("1._conv_stem", "1._bn0")
+    assert groups[3] == tuple(f"1._blocks.{i}" for i in range(11, 15))
 
 
 def test_randomization_decorrelates_gradients_but_not_an_edge_detector(cnn_images):

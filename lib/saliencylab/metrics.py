@@ -665,12 +665,14 @@ def randomization_groups(model: nn.Module) -> list[tuple[str, ...]]:
 
     How the model is cut: descend through wrappers that hold a single parameterised child
     (such as ``Sequential(normalise, network)``) to the network's body. Its parameterised
-    children are the layers, except that a ``Sequential`` / ``ModuleList`` child is split into
-    its parameterised elements. Then consecutive siblings with the same output width (the
-    size of their last parameter, i.e. channels) form one group: a conv and its BatchNorm,
-    or the repeated blocks of one stage. EfficientNet-Lite0 gives 10 steps: ``_fc``, the head
-    conv+BN, its 7 stages of MBConv blocks, and the stem conv+BN; a ResNet gives fc,
-    layer4 ... layer1, stem. Parameters held directly by the body itself are not randomised.
+    children are the layers, except that containers (``Sequential``, ``ModuleList``,
+    ``ModuleDict``) are opened, recursively; any other module (a conv, a residual or MBConv
+    block) is one layer. Then consecutive layers of the same container with the same output
+    width (the size of their last parameter: channels or features) form one group: a conv and
+    its BatchNorm, or the repeated blocks of one stage. EfficientNet-Lite0 gives 10 steps: the
+    classifier, the head conv+BN, its 7 stages of MBConv blocks and the stem conv+BN; a ResNet
+    gives fc, layer4 ... layer1 and the stem; VGG merges neighbouring convs of equal width.
+    Parameters held directly by the body module itself are not randomised.
     """
     prefix, body = _network_body(model)
     groups: list[tuple[str, ...]] = []
@@ -694,13 +696,17 @@ def _network_body(model: nn.Module) -> tuple[str, nn.Module]:
         name = _join(name, child_name)
 
 
-def _sibling_runs(prefix: str, body: nn.Module) -> list[list[tuple[str, nn.Module]]]:
-    """Parameterised layers of ``body`` in definition order, as runs that share a parent."""
+def _sibling_runs(prefix: str, parent: nn.Module) -> list[list[tuple[str, nn.Module]]]:
+    """Parameterised layers under ``parent`` in definition order, as runs that share a parent.
+
+    ``Sequential`` / ``ModuleList`` / ``ModuleDict`` children are opened (recursively); any
+    other module (a conv, a residual block) is one layer.
+    """
     runs: list[list[tuple[str, nn.Module]]] = [[]]
-    for child_name, child in _parameterised_children(body):
+    for child_name, child in _parameterised_children(parent):
         name = _join(prefix, child_name)
-        if isinstance(child, (nn.Sequential, nn.ModuleList)):
-            runs.append([(_join(name, n), m) for n, m in _parameterised_children(child)])
+        if isinstance(child, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+            runs.extend(_sibling_runs(name, child))
             runs.append([])
         else:
             runs[-1].append((name, child))
