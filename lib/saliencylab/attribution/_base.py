@@ -46,6 +46,7 @@ def explain(
     its batch dimension removed again from every tensor ``compute`` returns.
     """
     batch, single = as_image_batch(images)
+    batch = batch.detach()  # results never join the caller's autograd graph
     check_same_device(model, batch)
     with eval_mode(model):
         targets = resolve_targets(model, batch, target)

@@ -129,7 +129,7 @@ def layer_activation_and_gradient(
             f"the model's output does not depend on the output of layer {type(layer).__name__}: "
             "pick a layer on the path from the input to the logits."
         )
-    return stored[0], gradient
+    return stored[0].detach(), gradient
 
 
 def _layer_call_error(model: nn.Module, layer: nn.Module, calls: int) -> SaliencyLabError:

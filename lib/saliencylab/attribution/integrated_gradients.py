@@ -104,16 +104,20 @@ def integrated_gradients(
 def _path_points(
     method: str, steps: int, like: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positions ``a_k`` in ``[0, 1]`` and quadrature weights ``w_k``, both ``[steps]``."""
-    k = torch.arange(steps, dtype=torch.float64)
+    """Positions ``a_k`` in ``[0, 1]`` and quadrature weights ``w_k``, both ``[steps]``.
+
+    The positions are float32 ``linspace`` values exactly as Captum computes them, so both
+    libraries evaluate the gradient at bit-identical points (the gradient of a ReLU network
+    jumps at kinks: points 1e-8 apart can move the sum by 1e-4).
+    """
     if method == "riemann_trapezoid":
-        alphas = k / (steps - 1)
-        weights = torch.full((steps,), 1.0 / (steps - 1), dtype=torch.float64)
+        alphas = torch.linspace(0, 1, steps)
+        weights = torch.full((steps,), 1.0 / (steps - 1))
         weights[[0, -1]] /= 2
     else:
         offset = {"riemann_left": 0.0, "riemann_middle": 0.5, "riemann_right": 1.0}[method]
-        alphas = (k + offset) / steps
-        weights = torch.full((steps,), 1.0 / steps, dtype=torch.float64)
+        alphas = torch.linspace(offset / steps, (steps - 1 + offset) / steps, steps)
+        weights = torch.full((steps,), 1.0 / steps)
     return alphas.to(like), weights.to(like)
 
 
