@@ -315,7 +315,9 @@ def test_saliency_of_a_linear_model_is_the_weights_max_abs_over_channels() -> No
     torch.testing.assert_close(maps, weights[[1, 3]].abs().amax(dim=1))
 
 
-@pytest.mark.parametrize("method", ["riemann_middle", "riemann_trapezoid", "riemann_left", "riemann_right"])
+@pytest.mark.parametrize(
+    "method", ["riemann_middle", "riemann_trapezoid", "riemann_left", "riemann_right"]
+)
 def test_integrated_gradients_of_a_linear_model_is_exact(method: str) -> None:
     model = linear_model()
     images, baseline = torch.rand(2, 3, 4, 5), torch.rand(3, 4, 5)
@@ -396,7 +398,8 @@ def test_a_relu_module_used_twice_gets_one_mask_per_call(method: MapMethod) -> N
     shared = method(SharedReluMLP(shared=True).eval(), images, 1, reduce=None)
     separate = method(SharedReluMLP(shared=False).eval(), images, 1, reduce=None)
     torch.testing.assert_close(shared, separate)
-    assert not torch.allclose(shared, saliency(SharedReluMLP(shared=True).eval(), images, 1, reduce=None))
+    plain = saliency(SharedReluMLP(shared=True).eval(), images, 1, reduce=None)
+    assert not torch.allclose(shared, plain)
 
 
 class ReluInputUsedTwice(nn.Module):
@@ -405,7 +408,8 @@ class ReluInputUsedTwice(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(4)
-        self.hidden, self.through_relu, self.skip = nn.Linear(6, 5), nn.Linear(5, 2), nn.Linear(5, 2)
+        self.hidden, self.through_relu = nn.Linear(6, 5), nn.Linear(5, 2)
+        self.skip = nn.Linear(5, 2)
         self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -414,7 +418,9 @@ class ReluInputUsedTwice(nn.Module):
 
 
 @pytest.mark.parametrize("rule, method", [("guided", guided_backprop), ("deconvnet", deconvnet)])
-def test_the_rule_leaves_other_paths_from_the_relu_input_alone(rule: str, method: MapMethod) -> None:
+def test_the_rule_leaves_other_paths_from_the_relu_input_alone(
+    rule: str, method: MapMethod
+) -> None:
     model = ReluInputUsedTwice().eval()
     h = model.hidden(HAND_INPUT.flatten(1))[0].detach()
     through = model.through_relu.weight[0].detach().clamp(min=0)
@@ -442,6 +448,12 @@ def test_relu_rules_refuse_models_without_relu_modules(method: MapMethod) -> Non
     with pytest.raises(SaliencyLabError, match="F.relu"):
         method(model, torch.rand(1, 3, 8, 8), 0)
     assert_no_hooks(model)
+
+
+def test_relu_rules_warn_that_other_activations_keep_their_gradient() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 4), nn.ReLU(), nn.SiLU(), nn.Linear(4, 2))
+    with pytest.warns(UserWarning, match="SiLU: their gradient is passed back unchanged"):
+        guided_backprop(model.eval(), HAND_INPUT, 0)
 
 
 # ---------------------------------------------------------------- Grad-CAM
@@ -504,7 +516,8 @@ def test_gradcam_backward_stops_at_the_layer(tiny: TinyNet, images: torch.Tensor
     trapped = nn.Sequential(BackwardTrap(), tiny).eval()
     with pytest.raises(AssertionError, match="below"):
         saliency(trapped, images, 1)
-    torch.testing.assert_close(gradcam(trapped, images, 1, layer=tiny.conv2), gradcam(tiny, images, 1, layer=tiny.conv2))
+    expected = gradcam(tiny, images, 1, layer=tiny.conv2)
+    torch.testing.assert_close(gradcam(trapped, images, 1, layer=tiny.conv2), expected)
 
 
 def test_gradcam_layer_errors(tiny: TinyNet, images: torch.Tensor) -> None:
@@ -544,7 +557,8 @@ def test_smoothgrad_is_reproducible_with_a_seed_or_a_generator(
     tiny: TinyNet, images: torch.Tensor
 ) -> None:
     first = smoothgrad(tiny, images, 1, samples=4, seed=5)
-    torch.testing.assert_close(smoothgrad(tiny, images, 1, samples=4, seed=5), first, rtol=0, atol=0)
+    again = smoothgrad(tiny, images, 1, samples=4, seed=5)
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
     generator = torch.Generator().manual_seed(5)
     torch.testing.assert_close(smoothgrad(tiny, images, 1, samples=4, generator=generator), first)
     assert not torch.allclose(smoothgrad(tiny, images, 1, samples=4, seed=6), first)
@@ -596,13 +610,14 @@ def test_smoothgrad_variants(tiny: TinyNet, images: torch.Tensor) -> None:
 def test_integrated_gradients_reports_its_completeness_error(
     tiny: TinyNet, images: torch.Tensor
 ) -> None:
-    attributions, error = integrated_gradients(tiny, images, 1, steps=8, baseline=0.5, return_error=True)
+    options = dict(steps=8, baseline=0.5, return_error=True)
+    attributions, error = integrated_gradients(tiny, images, 1, **options)
     with torch.no_grad():
         change = tiny(images)[:, 1] - tiny(torch.full_like(images, 0.5))[:, 1]
     torch.testing.assert_close(error, attributions.sum(dim=(1, 2, 3)) - change)
     summed = integrated_gradients(tiny, images, 1, steps=8, baseline=0.5, reduce="sum")
     torch.testing.assert_close(summed.sum(dim=(1, 2)), attributions.sum(dim=(1, 2, 3)))
-    single, single_error = integrated_gradients(tiny, images[0], 1, steps=8, baseline=0.5, return_error=True)
+    single, single_error = integrated_gradients(tiny, images[0], 1, **options)
     assert single.shape == (3, 20, 28) and single_error.shape == ()
 
 
@@ -649,14 +664,20 @@ def test_integrated_gradients_baselines(tiny: TinyNet, images: torch.Tensor) -> 
         (lambda m, x: smoothgrad(m, x, noise_level=-0.1), "noise_level"),
         (lambda m, x: smoothgrad(m, x, variant="max"), "variant must be one of"),
         (lambda m, x: integrated_gradients(m, x, steps=0), "steps must be"),
-        (lambda m, x: integrated_gradients(m, x, steps=1, method="riemann_trapezoid"), "steps must be an int >= 2"),
+        (
+            lambda m, x: integrated_gradients(m, x, steps=1, method="riemann_trapezoid"),
+            "steps must be an int >= 2",
+        ),
         (lambda m, x: integrated_gradients(m, x, method="gausslegendre"), "method must be one of"),
         (lambda m, x: guided_gradcam(m, x, reduce="median"), "reduce must be one of"),
         (lambda m, x: gradcam(m, x, target=[1, 2]), "entries but there are 3 images"),
     ],
 )
 def test_bad_options_are_clear_errors(
-    call: Callable[[nn.Module, torch.Tensor], object], message: str, tiny: TinyNet, images: torch.Tensor
+    call: Callable[[nn.Module, torch.Tensor], object],
+    message: str,
+    tiny: TinyNet,
+    images: torch.Tensor,
 ) -> None:
     with pytest.raises(SaliencyLabError, match=message):
         call(tiny, images)

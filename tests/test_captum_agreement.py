@@ -19,8 +19,8 @@ How the two sides are made comparable:
   jumps at ReLU6 kinks: path points 1e-8 apart (float64 midpoints) moved the result by 2e-4.
 * SmoothGrad: NoiseTunnel's ``stdevs`` is absolute, so it gets ``noise_level * (max - min)``;
   both draw their noise from torch's global RNG in the same order and chunks (one image,
-  ``nt_samples_batch_size = batch_size``), so after the same ``torch.manual_seed`` the noise is
-  bit-identical.
+  ``nt_samples_batch_size`` = our ``batch_size``), so after the same ``torch.manual_seed``
+  the noise is bit-identical.
 """
 
 from __future__ import annotations
@@ -56,12 +56,17 @@ from saliencylab.attribution import (
 from saliencylab.images import sample_image, to_tensor
 from saliencylab.models import default_layer, load_model
 
-pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks:UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Setting backward hooks:UserWarning"),
+    pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require:UserWarning"),
+]
 
 TOLERANCE = 1e-4
 MODEL_NAMES = ("efficientnet_lite0", "vgg11", "alexnet", "resnet18")
 IMAGE_SIZE = {"efficientnet_lite0": 96, "vgg11": 64, "alexnet": 64, "resnet18": 64}
-STEPS, SAMPLES, BATCH_SIZE, NOISE_LEVEL = 5, 3, 2, 0.15  # uneven: the last chunk is short
+# Uneven on purpose, so that the last mini-batch is a short one.
+STEPS, IG_BATCH_SIZE = 5, 4
+SAMPLES, NOISE_BATCH_SIZE, NOISE_LEVEL = 3, 2, 0.15
 
 
 class CaptumVisibleReLU6(nn.ReLU):
@@ -172,39 +177,38 @@ def compare_gradcam(s: Setup) -> list[Pair]:
 
 
 def compare_guided_gradcam(s: Setup) -> list[Pair]:
-    pairs = []
-    for name in s.layer_names:
-        layer, captum_layer = s.layers(name)
-        theirs = GuidedGradCam(s.captum_model, captum_layer).attribute(
-            s.images.clone(), target=s.targets, interpolate_mode="bilinear"
-        )
-        ours = guided_gradcam(s.model, s.images, s.targets, layer=layer, reduce=None)
-        pairs.append((ours, theirs))
-    return pairs
+    layer, captum_layer = s.layers(s.layer_names[-1])  # VGG/AlexNet: the in-place trap
+    theirs = GuidedGradCam(s.captum_model, captum_layer).attribute(
+        s.images.clone(), target=s.targets, interpolate_mode="bilinear"
+    )
+    return [(guided_gradcam(s.model, s.images, s.targets, layer=layer, reduce=None), theirs)]
 
 
 def compare_integrated_gradients(s: Setup) -> list[Pair]:
     theirs = IntegratedGradients(s.model).attribute(
-        s.images.clone(), target=s.targets, n_steps=STEPS, method="riemann_middle",
-        internal_batch_size=BATCH_SIZE,
+        s.images.clone(), target=s.targets, n_steps=STEPS, method="riemann_middle"
     )
-    ours = integrated_gradients(s.model, s.images, s.targets, steps=STEPS, batch_size=BATCH_SIZE)
+    ours = integrated_gradients(
+        s.model, s.images, s.targets, steps=STEPS, batch_size=IG_BATCH_SIZE
+    )
     return [(ours, theirs)]
 
 
 def noise_tunnel_pair(s: Setup, variant: str, nt_type: str) -> Pair:
     image, target = s.images[1:], s.targets[1]
     stdev = float(NOISE_LEVEL * (image.max() - image.min()))
-    torch.manual_seed(7)
-    theirs = NoiseTunnel(Saliency(s.model)).attribute(
-        image.clone(), nt_type=nt_type, nt_samples=SAMPLES, nt_samples_batch_size=BATCH_SIZE,
-        stdevs=stdev, target=target, abs=False,
-    )
-    torch.manual_seed(7)
-    ours = smoothgrad(
-        s.model, image, target, samples=SAMPLES, noise_level=NOISE_LEVEL,
-        batch_size=BATCH_SIZE, variant=variant, reduce=None,
-    )
+    captum = NoiseTunnel(Saliency(s.model))
+    with torch.random.fork_rng(devices=[]):  # the global RNG is left as it was
+        torch.manual_seed(7)
+        theirs = captum.attribute(
+            image.clone(), nt_type=nt_type, nt_samples=SAMPLES,
+            nt_samples_batch_size=NOISE_BATCH_SIZE, stdevs=stdev, target=target, abs=False,
+        )
+        torch.manual_seed(7)
+        ours = smoothgrad(
+            s.model, image, target, samples=SAMPLES, noise_level=NOISE_LEVEL,
+            batch_size=NOISE_BATCH_SIZE, variant=variant, reduce=None,
+        )
     return ours, theirs
 
 

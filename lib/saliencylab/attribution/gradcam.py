@@ -34,6 +34,7 @@ from saliencylab._core import (
 )
 from saliencylab.attribution._base import check_reduce, explain
 from saliencylab.attribution.relu_rules import rectified_gradients
+from saliencylab.models import default_layer
 
 
 def gradcam(
@@ -54,7 +55,9 @@ def gradcam(
         ``[B, H, W]`` non-negative maps on the images' device.
     """
     layer = _layer_or_default(model, layer)
-    return explain(model, images, target, lambda batch, targets: gradcam_maps(model, batch, targets, layer))
+    return explain(
+        model, images, target, lambda batch, targets: gradcam_maps(model, batch, targets, layer)
+    )
 
 
 def guided_gradcam(
@@ -107,10 +110,10 @@ def layer_activation_and_gradient(
 
     def keep_output(module: nn.Module, inputs: object, output: object) -> torch.Tensor:
         if not isinstance(output, torch.Tensor) or output.dim() != 4:
-            shape = list(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            got = list(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
             raise SaliencyLabError(
                 f"Grad-CAM needs a layer whose output is a [N, C, h, w] feature map; "
-                f"{type(module).__name__} returned {shape}. Pick a convolutional layer or block."
+                f"{type(module).__name__} returned {got}. Pick a convolutional layer or block."
             )
         activation = output.detach().requires_grad_(True)
         stored.append(activation)
@@ -147,8 +150,6 @@ def _layer_call_error(model: nn.Module, layer: nn.Module, calls: int) -> Salienc
 
 def _layer_or_default(model: nn.Module, layer: nn.Module | None) -> nn.Module:
     if layer is None:
-        from saliencylab.models import default_layer  # models is optional at import time
-
         return default_layer(model)
     if not isinstance(layer, nn.Module):
         raise SaliencyLabError(

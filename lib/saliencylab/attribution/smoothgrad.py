@@ -69,7 +69,8 @@ def smoothgrad(
     """
     check_positive_int("samples", samples)
     check_positive_int("batch_size", batch_size)
-    if isinstance(noise_level, bool) or not isinstance(noise_level, (int, float)) or noise_level < 0:
+    is_number = isinstance(noise_level, (int, float)) and not isinstance(noise_level, bool)
+    if not is_number or noise_level < 0:
         raise SaliencyLabError(
             f"noise_level is a fraction of the image's value range (0.1-0.2 is typical), got "
             f"{noise_level!r}."
@@ -104,6 +105,6 @@ def smoothgrad(
 
 
 def _value_range(batch: torch.Tensor) -> torch.Tensor:
-    """``max - min`` of each image, shaped ``[B, 1, 1, 1, 1]`` to broadcast over samples and pixels."""
+    """``max - min`` of each image, ``[B, 1, 1, 1, 1]`` (broadcasts over samples and pixels)."""
     flat = batch.flatten(1)
     return (flat.amax(dim=1) - flat.amin(dim=1)).view(-1, 1, 1, 1, 1)
