@@ -24,10 +24,11 @@ from saliencylab._core import (
     resolve_targets,
 )
 
-# Forward+backward mini-batch of SmoothGrad / Integrated Gradients. Measured with
-# EfficientNet-Lite0 224x224 on 2 CPU cores without GLIBC_TUNABLES (bench numbers in the
-# module docstrings of smoothgrad.py): per-image time is flat from 4 to 8 and grows above,
-# because glibc unmaps and re-faults the big activation buffers of larger batches.
+# Images per forward+backward pass in SmoothGrad / Integrated Gradients. SmoothGrad on
+# EfficientNet-Lite0 224x224, CPU time per sample, 1 thread, without GLIBC_TUNABLES: 134, 124,
+# 126, 125, 124 ms at batch 1, 2, 4, 8, 16 (with the tunable: 151, 129, 121, 114, 115 ms).
+# Batches above ~8 gain nothing and, on 2 threads, lose to glibc unmapping and re-faulting
+# the big activation buffers (NOTES.md); 8 also bounds the memory to ~8 backward graphs.
 DEFAULT_BATCH_SIZE = 8
 
 Result = Union[torch.Tensor, tuple[torch.Tensor, ...]]

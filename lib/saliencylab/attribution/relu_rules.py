@@ -115,12 +115,12 @@ def rectified_gradients(
     if not activations:
         raise _no_relu_error(model)
     _warn_about_untouched_activations(model)
-    calls = [0]
+    relu_calls = [0]  # how many ReLU calls the forward made
     with HookSet() as hooks:
         for module, mask in activations:
-            _hook_activation(module, mask, hooks, deconvnet, calls)
+            _hook_activation(module, mask, hooks, deconvnet, relu_calls)
         gradients = input_gradients(model, batch, targets)
-    if calls[0] == 0:
+    if relu_calls[0] == 0:
         raise _no_relu_error(model)
     return gradients
 
@@ -130,7 +130,7 @@ def _hook_activation(
     forward_mask: ForwardMask,
     hooks: HookSet,
     deconvnet: bool,
-    calls: list[int],
+    relu_calls: list[int],
 ) -> None:
     """Make every call of ``module`` apply the rectifying rule on the backward pass."""
     open_calls: list[dict[str, torch.Tensor]] = []  # one per call that has not returned yet
@@ -144,7 +144,7 @@ def _hook_activation(
 
     def after(_module: nn.Module, inputs: object, output: torch.Tensor) -> None:
         call = open_calls.pop() if deconvnet else {}
-        calls[0] += 1
+        relu_calls[0] += 1
         if not output.requires_grad:
             return
         blocked = ~forward_mask(output) if deconvnet else None
