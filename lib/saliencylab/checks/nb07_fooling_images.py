@@ -59,7 +59,7 @@ def _normalised_ascent(image: torch.Tensor, grad: torch.Tensor, step_size: float
     return image.detach() + step_size * grad / norms
 
 
-def _gradient_of(model: nn.Module, image: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def gradient_of(model: nn.Module, image: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     inputs = image.detach().requires_grad_(True)
     with torch.enable_grad():
         (grad,) = torch.autograd.grad(objective(model(inputs)), inputs)
@@ -76,7 +76,7 @@ def _seeded_model(build: Callable[[], nn.Module], seed: int) -> nn.Module:
     return model.eval()
 
 
-def _tiny_cnn() -> nn.Module:
+def tiny_cnn() -> nn.Module:
     """A 5-class CNN on ``[N, 3, 6, 6]``; its parameters require grad, so a stray
     ``.backward()`` shows up on their ``.grad``."""
     return _seeded_model(
@@ -87,7 +87,7 @@ def _tiny_cnn() -> nn.Module:
     )
 
 
-def _step_image() -> torch.Tensor:
+def image_with_extremes() -> torch.Tensor:
     """``[1, 3, 6, 6]`` in ``[0, 1]`` with some pixels exactly at 0 and 1 (so clamping matters)."""
     generator = torch.Generator().manual_seed(3)
     image = torch.rand(1, 3, 6, 6, generator=generator)
@@ -125,28 +125,22 @@ def check_fooling_step(
 
     Defaults: a tiny random CNN (5 classes, parameters that require grad) and a ``[1, 3, 6, 6]`` image.
     """
-    model = _tiny_cnn() if model is None else model
-    image = _step_image() if image is None else image
+    model = tiny_cnn() if model is None else model
+    image = image_with_extremes() if image is None else image
     what = "fooling_step"
     original = image.clone()
     verify_side_effects = snapshot_side_effects(model)
     got = require_tensor(student_fn(model, image, target, step_size), what)
     verify_side_effects(what)
-    _require_untouched_input(image, original, what)
+    require_untouched_input(image, original, what)
     require_shape(got, original.shape, what, "Return the new image, the same shape as the input.")
-    if got.requires_grad:
-        fail(
-            f"{what} returned an image that is still attached to the autograd graph "
-            "(requires_grad=True). Return a plain tensor (e.g. `.detach()`): otherwise every "
-            "step of the attack chains onto the previous step's graph, and memory and time grow "
-            "with each step."
-        )
+    require_detached(got, what)
     expected = reference_fooling_step(model, original, target, step_size)
     diagnose(got, expected, _step_mistakes(model, original, target, step_size), what)
     _print_step_summary(model, original, got, expected, target, step_size)
 
 
-def _require_untouched_input(image: torch.Tensor, original: torch.Tensor, what: str) -> None:
+def require_untouched_input(image: torch.Tensor, original: torch.Tensor, what: str) -> None:
     if image.requires_grad:
         fail(
             f"{what} switched on requires_grad of the caller's image in place. Work on a copy: "
@@ -155,19 +149,29 @@ def _require_untouched_input(image: torch.Tensor, original: torch.Tensor, what: 
     if not torch.equal(image, original):
         fail(
             f"{what} modified the input image in place (e.g. `image += ...`, `image.data.add_` or "
-            "`image.clamp_`). Build a new tensor and return it: the caller's original image must "
-            "stay as it was, so that it can be compared with the fooled one."
+            "`image.clamp_`). Build a new tensor and return it: the caller's image must stay as "
+            "it was (e.g. to compare the fooled image with the original)."
+        )
+
+
+def require_detached(result: torch.Tensor, what: str) -> None:
+    """Fail when a step returns an image that still carries an autograd graph."""
+    if result.requires_grad:
+        fail(
+            f"{what} returned an image that is still attached to the autograd graph "
+            "(requires_grad=True). Return a plain tensor (e.g. `.detach()`): otherwise every "
+            "step chains onto the previous step's graph, and memory and time grow with each step."
         )
 
 
 def _step_mistakes(model: nn.Module, image: torch.Tensor, target: int, step_size: float) -> dict[str, torch.Tensor]:
-    logit_grad = _gradient_of(model, image, lambda logits: logits[:, target].sum())
-    prob_grad = _gradient_of(model, image, lambda logits: logits.softmax(dim=1)[:, target].sum())
-    loss_grad = _gradient_of(
+    logit_grad = gradient_of(model, image, lambda logits: logits[:, target].sum())
+    prob_grad = gradient_of(model, image, lambda logits: logits.softmax(dim=1)[:, target].sum())
+    loss_grad = gradient_of(
         model, image, lambda logits: F.cross_entropy(logits, torch.tensor([target] * len(logits)))
     )
     predicted = predicted_class(model, image)
-    predicted_grad = _gradient_of(model, image, lambda logits: logits[:, predicted].sum())
+    predicted_grad = gradient_of(model, image, lambda logits: logits[:, predicted].sum())
     return {
         "it moves *down* the gradient (image - step), which lowers the target's score. Fooling is "
         "gradient *ascent*: image + step_size * g / ||g||.": _normalised_ascent(image, -logit_grad, step_size).clamp(0, 1),
@@ -264,7 +268,7 @@ def _check_loop_case(
     verify_side_effects = snapshot_side_effects(model)
     result = student_fn(model, image, target, step_size, max_steps, step_fn=recorder)
     verify_side_effects(what)
-    _require_untouched_input(image, original, what)
+    require_untouched_input(image, original, what)
     got_image, got_steps = _unpack_loop_result(result, what)
     require_shape(got_image, original.shape, what)
     if recorder.calls > 0 and expected_steps > 0 and close(got_image, original):
