@@ -1,9 +1,10 @@
 """Rules every attribution method keeps, and hand-checkable answers of the gradient methods.
 
-The rules (hooks removed, gradients and training flags untouched, order-independent, the
-requested target explained, batch = one by one, results on the input's device) run over
-every map method in ``MAP_METHODS``; add a method there, with cheap options, to hold it to
-them. Agreement with Captum is in test_captum_agreement.py.
+The rules run over every method: hooks removed, parameter gradients, the input and training
+flags untouched, and the same answer whatever ran before (``EVERY_METHOD``); the requested
+target explained, a batch = its images one by one, results on the input's device (the map
+methods, ``MAP_METHODS``). Add a method to one of the two lists, with cheap options, to hold it
+to them. Agreement with Captum is in test_captum_agreement.py.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from torch import nn
 
 from saliencylab import SaliencyLabError
 from saliencylab.attribution import (
+    class_visualization,
     deconvnet,
+    fooling_image,
     gradcam,
     guided_backprop,
     guided_gradcam,
@@ -29,6 +32,9 @@ from saliencylab.attribution import (
 )
 
 MapMethod = Callable[..., torch.Tensor]
+
+# Two steps rarely fool the tiny net; the rules hold either way.
+pytestmark = pytest.mark.filterwarnings("ignore:fooling_image did not reach:RuntimeWarning")
 
 # name -> method(model, images, target) with options cheap enough for a tiny CNN.
 MAP_METHODS: dict[str, MapMethod] = {
@@ -47,7 +53,17 @@ MAP_METHODS: dict[str, MapMethod] = {
         model, images, target, window=8, stride=6, batch_size=4
     ),
 }
-GRADIENT_METHODS = [name for name in MAP_METHODS if name != "occlusion"]
+# name -> method(model, images, target) for the methods that make images, not maps.
+IMAGE_METHODS: dict[str, MapMethod] = {
+    "fooling_image": lambda model, images, target=1: fooling_image(
+        model, images[0], target, max_steps=2
+    )[0],
+    "class_visualization": lambda model, images, target=1: class_visualization(
+        model, target, size=(20, 28), steps=2, progress=False
+    ),
+}
+EVERY_METHOD = {**MAP_METHODS, **IMAGE_METHODS}
+GRADIENT_METHODS = [name for name in EVERY_METHOD if name != "occlusion"]
 CLASSES = 5
 
 
@@ -126,21 +142,24 @@ class ExplodeWhenDifferentiating(nn.Module):
 
 
 method_params = pytest.mark.parametrize("method", MAP_METHODS.values(), ids=MAP_METHODS.keys())
+every_method_params = pytest.mark.parametrize(
+    "method", EVERY_METHOD.values(), ids=EVERY_METHOD.keys()
+)
 gradient_method_params = pytest.mark.parametrize(
-    "method", [MAP_METHODS[name] for name in GRADIENT_METHODS], ids=GRADIENT_METHODS
+    "method", [EVERY_METHOD[name] for name in GRADIENT_METHODS], ids=GRADIENT_METHODS
 )
 
 
 # ---------------------------------------------------------------- rule 1: no hooks left
 
 
-@method_params
+@every_method_params
 def test_no_hooks_left_after_a_call(method: MapMethod, tiny: TinyNet, images: torch.Tensor) -> None:
     method(tiny, images, 1)
     assert_no_hooks(tiny, images)
 
 
-@method_params
+@every_method_params
 def test_no_hooks_left_after_a_bad_target(
     method: MapMethod, tiny: TinyNet, images: torch.Tensor
 ) -> None:
@@ -171,7 +190,7 @@ def test_no_hooks_left_when_the_layer_is_not_in_the_forward(
 # ---------------------------------------------------------------- rule 2: nothing else changes
 
 
-@method_params
+@every_method_params
 def test_grads_input_and_training_flags_are_left_as_they_were(
     method: MapMethod, images: torch.Tensor
 ) -> None:
@@ -185,17 +204,17 @@ def test_grads_input_and_training_flags_are_left_as_they_were(
     images.grad = torch.ones_like(images)
 
     with pytest.warns(UserWarning, match="train mode"):
-        maps = method(model, images, 2)
+        result = method(model, images, 2)
 
-    torch.testing.assert_close(maps, expected)  # computed in eval mode: no Dropout
-    assert not maps.requires_grad
+    torch.testing.assert_close(result, expected)  # computed in eval mode: no Dropout
+    assert not result.requires_grad
     assert model.conv1.weight.grad is set_grad and bool((set_grad == 7).all())
     assert all(p.grad is None for name, p in model.named_parameters() if name != "conv1.weight")
     assert images.requires_grad and bool((images.grad == 1).all())
     assert [m.training for m in model.modules()] == [m is not model.bn for m in model.modules()]
 
 
-@method_params
+@every_method_params
 def test_input_that_does_not_require_grad_stays_so(
     method: MapMethod, tiny: TinyNet, images: torch.Tensor
 ) -> None:
@@ -206,12 +225,12 @@ def test_input_that_does_not_require_grad_stays_so(
 # ---------------------------------------------------------------- rule 3: order does not matter
 
 
-@method_params
+@every_method_params
 def test_result_does_not_depend_on_what_ran_before(
     method: MapMethod, tiny: TinyNet, images: torch.Tensor
 ) -> None:
     fresh = method(tiny, images, 3)
-    for other in MAP_METHODS.values():
+    for other in EVERY_METHOD.values():
         other(tiny, images, 1)
     with pytest.raises(RuntimeError, match="boom"):
         guided_backprop(nn.Sequential(tiny, ExplodeWhenDifferentiating()).eval(), images, 1)
