@@ -459,3 +459,38 @@ def test_randomization_layers_option_and_module_options(cnn_images):
         randomization_test(model, cnn_images, gradient_map, layers="7")
     with pytest.raises(SaliencyLabError, match="one map per image"):
         randomization_test(model, cnn_images, lambda m, x, target=None: torch.zeros(2))
+
+
+def test_randomization_reports_constant_maps_as_nan_with_a_warning(cnn_images):
+    calls = []
+
+    def dies_after_randomisation(model, images, target=None):
+        calls.append(1)
+        return edge_map(model, images) * (len(calls) == 1)
+
+    with pytest.warns(UserWarning, match=r"constant.*\(1, 0\)"):
+        result = randomization_test(small_cnn(), cnn_images, dies_after_randomisation)
+    assert torch.isnan(result.rank_correlation).all()
+    assert not torch.isnan(result.ssim).any()
+
+
+# ------------------------------------------------------------- the course's Lite0 model
+
+
+def test_curves_on_lite0_start_at_the_photo_and_end_at_black(lite0, chelsea_session):
+    small = torch.nn.functional.interpolate(chelsea_session, size=64, mode="area")
+    saliency_map = torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(0))
+    curve = deletion_curve(lite0, small, saliency_map, target=285, steps=2)
+    probs = torch.softmax(lite0(torch.cat([small, torch.zeros_like(small)])), dim=1)[:, 285]
+    torch.testing.assert_close(curve[0, [0, -1]], probs)
+
+
+def test_randomization_test_on_lite0_leaves_the_shared_model_intact(lite0, chelsea_session):
+    small = torch.nn.functional.interpolate(chelsea_session, size=64, mode="area")
+    state = {name: value.clone() for name, value in lite0.state_dict().items()}
+    result = randomization_test(lite0, small, gradient_map, ssim=False)
+    assert len(result.layers) == 10 and result.rank_correlation.shape == (10, 1)
+    assert result.rank_correlation[-1, 0] < 0.5
+    assert all(torch.equal(state[name], value) for name, value in lite0.state_dict().items())
+    assert not any(p.requires_grad for p in lite0.parameters())
+    assert not any(m._forward_hooks or m._backward_hooks for m in lite0.modules())
