@@ -88,13 +88,9 @@ def resolve_targets(
     explained: it is never replaced by the predicted class.
     """
     batch_size = images.shape[0]
-    if target is None or _is_nonscalar_tensor(target) or isinstance(target, Sequence):
-        with torch.no_grad():
-            logits = model(images)
-    else:
-        logits = None
     if target is None:
-        return logits.argmax(dim=1)
+        with torch.no_grad():
+            return model(images).argmax(dim=1)
     if isinstance(target, bool):
         raise SaliencyLabError(f"target must be a class index (int), got {target!r}.")
     if isinstance(target, int) or (isinstance(target, torch.Tensor) and target.dim() == 0):
@@ -111,7 +107,7 @@ def resolve_targets(
                 f"target has {targets.numel()} entries but there are {batch_size} images: "
                 "give one class per image, a single int for all, or None for the predictions."
             )
-    check_target_range(model, images, targets, logits)
+    check_target_range(model, images, targets)
     return targets
 
 
@@ -121,21 +117,28 @@ def check_target_range(
     targets: torch.Tensor,
     logits: torch.Tensor | None = None,
 ) -> None:
-    """Raise a clear error when a class index is outside ``[0, num_classes)``."""
-    if logits is None:
+    """Raise a clear error when a class index is outside ``[0, num_classes)``.
+
+    The class count comes from ``logits`` when given, else from the ``class_names`` that every
+    model of ``load_model`` carries (no forward pass), else from one forward pass on one image.
+    """
+    if logits is not None:
+        classes = num_classes(logits)
+    elif getattr(model, "class_names", None) is not None:
+        classes = len(model.class_names)
+    else:
         with torch.no_grad():
-            logits = model(images[:1])
-    classes = num_classes(logits)
+            classes = num_classes(model(images[:1]))
+    _raise_if_out_of_range(targets, classes)
+
+
+def _raise_if_out_of_range(targets: torch.Tensor, classes: int) -> None:
     bad = targets[(targets < 0) | (targets >= classes)]
     if bad.numel():
         raise SaliencyLabError(
             f"target {bad[0].item()} is out of range: this model has {classes} classes "
             f"(valid targets are 0..{classes - 1})."
         )
-
-
-def _is_nonscalar_tensor(target: object) -> bool:
-    return isinstance(target, torch.Tensor) and target.dim() > 0
 
 
 @contextlib.contextmanager
@@ -192,6 +195,7 @@ def batch_slices(total: int, batch_size: int) -> Iterator[slice]:
 
 def select_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """``logits [N, C]`` and ``targets [N]`` -> the target logit of each row, ``[N]``."""
+    _raise_if_out_of_range(targets, num_classes(logits))
     return logits.gather(1, targets.view(-1, 1)).squeeze(1)
 
 
