@@ -197,6 +197,8 @@ def test_curve_errors_say_what_to_fix():
         deletion_curve(model, images, maps, baseline="grey")
     with pytest.raises(SaliencyLabError, match="out of range"):
         deletion_curve(model, images, maps, target=5)
+    with pytest.raises(SaliencyLabError, match="argument order"):
+        deletion_curve(images, model, maps)
 
 
 def test_auc_is_the_trapezoid_area_over_zero_to_one():
@@ -494,3 +496,21 @@ def test_randomization_test_on_lite0_leaves_the_shared_model_intact(lite0, chels
     assert all(torch.equal(state[name], value) for name, value in lite0.state_dict().items())
     assert not any(p.requires_grad for p in lite0.parameters())
     assert not any(m._forward_hooks or m._backward_hooks for m in lite0.modules())
+
+
+def test_gradcam_beats_a_random_map_on_insertion_with_lite0(lite0):
+    """Grad-CAM's blob brings the cat back sooner than random pixels (0.55 vs 0.45 measured).
+
+    Not deletion: there black scattered pixels wreck Lite0's prediction faster than any blob,
+    so a random map wins (chelsea at 96 px: 0.025 vs Grad-CAM's 0.357; see deletion_curve).
+    """
+    from saliencylab.attribution import gradcam
+    from saliencylab.images import sample_image, to_tensor
+
+    cat = to_tensor(sample_image("chelsea"), size=96)
+    random_map = torch.rand(1, 96, 96, generator=torch.Generator().manual_seed(0))
+    options = dict(target=285, steps=20)  # 285: Egyptian cat, Lite0's top class here
+    assert lite0(cat).argmax().item() == 285
+    gradcam_auc = insertion_auc(lite0, cat, gradcam(lite0, cat, target=285), **options)
+    random_auc = insertion_auc(lite0, cat, random_map, **options)
+    assert gradcam_auc > random_auc + 0.05

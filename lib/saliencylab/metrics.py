@@ -106,6 +106,14 @@ def _check_maps_match_images(maps: torch.Tensor, images: torch.Tensor) -> None:
         )
 
 
+def _check_model(model: object) -> None:
+    if not isinstance(model, nn.Module):
+        raise SaliencyLabError(
+            f"model must be a torch.nn.Module (e.g. load_model()), got {type(model).__name__}; "
+            "check the argument order: (model, images, ...)."
+        )
+
+
 def _check_positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise SaliencyLabError(f"{name} must be a positive int, got {value!r}.")
@@ -233,6 +241,7 @@ def _perturbation_curve(
     insert: bool,
 ) -> torch.Tensor:
     """Shared body of deletion and insertion: ``[B, steps + 1]`` target scores."""
+    _check_model(model)
     batch, single = as_image_batch(images)
     maps, _ = _as_map_batch(saliency_maps)
     _check_maps_match_images(maps, batch)
@@ -473,7 +482,7 @@ def rank_correlation(
 
 def _spearman(a: torch.Tensor, b: torch.Tensor, absolute: bool) -> torch.Tensor:
     """Row-wise Spearman correlation of ``[B, N]`` tensors -> ``[B]`` float64 (NaN if undefined)."""
-    a, b = a.detach().double(), b.detach().double()
+    a, b = (m.detach() if m.is_floating_point() else m.detach().double() for m in (a, b))
     if absolute:
         a, b = a.abs(), b.abs()
     has_nan = torch.isnan(a).any(dim=1) | torch.isnan(b).any(dim=1)
@@ -488,7 +497,7 @@ def _spearman(a: torch.Tensor, b: torch.Tensor, absolute: bool) -> torch.Tensor:
 
 
 def _average_ranks(values: torch.Tensor) -> torch.Tensor:
-    """Ranks 1..N along dim 1, ties sharing the average of their ranks (scipy's 'average')."""
+    """Ranks 1..N (float64) along dim 1, ties sharing their average rank (scipy's 'average')."""
     count = values.shape[1]
     sorted_values, order = torch.sort(values, dim=1)
     positions = torch.arange(count, device=values.device).expand_as(order)
@@ -499,7 +508,7 @@ def _average_ranks(values: torch.Tensor) -> torch.Tensor:
     # first and last sorted position of each run of equal values, spread along the run
     first = torch.where(starts_tie, positions, 0).cummax(dim=1).values
     last = torch.where(ends_tie, positions, count - 1).flip(1).cummin(dim=1).values.flip(1)
-    sorted_ranks = (first + last).to(values.dtype) / 2 + 1
+    sorted_ranks = (first + last).double() / 2 + 1
     return torch.empty_like(sorted_ranks).scatter_(1, order, sorted_ranks)
 
 
@@ -617,8 +626,7 @@ def randomization_test(
         a :class:`RandomizationResult`; ``print(result)`` shows a table, ``result.to_rows()``
         gives one row per step and image.
     """
-    if not isinstance(model, nn.Module):
-        raise SaliencyLabError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    _check_model(model)
     if not callable(method):
         raise SaliencyLabError(
             f"method must be callable as method(model, images, target=...), got {method!r}."
