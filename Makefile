@@ -12,7 +12,7 @@ PYTEST_WORKERS ?= 2
 setup: $(STAMP)
 
 # Re-run the install when the dependency list changes.
-$(STAMP): lib/pyproject.toml Makefile tools/setup_kernel.py
+$(STAMP): lib/pyproject.toml tools/setup_kernel.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet "pip>=23.2"
 	$(PY) -m pip install --quiet -e "lib[course,test]"
@@ -22,15 +22,19 @@ $(STAMP): lib/pyproject.toml Makefile tools/setup_kernel.py
 # LAB_ROOT / LAB_ARGS let the browser test start this same server on a copy of the course.
 LAB_ROOT ?= $(CURDIR)
 LAB_ARGS ?=
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: setup
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(LAB_ROOT)" --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(LAB_ROOT)" --LabApp.default_url=/lab/tree/notebooks $(ALLOW_ROOT) $(LAB_ARGS)
 
+# One thread per process: the xdist workers and the notebook kernels they start already fill
+# both cores, and oversubscribed torch threads made runs many times slower here.
+TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 test: setup
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	$(TEST_ENV) $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # Library tests only (seconds, no notebook execution).
 test-fast: setup
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not notebooks" --ignore=solutions
+	$(TEST_ENV) $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not notebooks" --ignore=solutions
 
 release: setup
 	$(PY) tools/nbtools.py stamp

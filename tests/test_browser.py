@@ -12,6 +12,7 @@ never downloads a browser of its own.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -64,14 +65,22 @@ def lab(tmp_path_factory):
     course = tmp_path_factory.mktemp("course")
     shutil.copytree(ROOT / "notebooks" / ASSIGNMENT, course / "notebooks" / ASSIGNMENT)
     shutil.copytree(ROOT / "solutions" / ASSIGNMENT, course / "solutions" / ASSIGNMENT)
+    settings = course / "lab-settings"
+    # Render every cell (JupyterLab 4 only renders the visible ones by default) and skip the news prompt.
+    for plugin, values in {"notebook-extension/tracker": {"windowingMode": "none"},
+                           "apputils-extension/notification": {"fetchNews": "false"}}.items():
+        file = settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(json.dumps(values))
     port = free_port()
-    args = f"--no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port={port} --IdentityProvider.token={TOKEN}"
+    args = (f"--no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port={port} --IdentityProvider.token={TOKEN} "
+            f"--LabApp.user_settings_dir={settings} --LabApp.workspaces_dir={course / 'workspaces'}")
     log = open(course / "lab.log", "w")
     server = subprocess.Popen(["make", "-s", "lab", f"LAB_ROOT={course}", f"LAB_ARGS={args}"],
                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
+    deadline = time.time() + 600  # `make lab` first re-runs set-up if lib/pyproject.toml changed
+    while time.time() < deadline and server.poll() is None:
         try:
             urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=2)
             break
@@ -100,18 +109,28 @@ def run_all_in_lab(browser, base: str, course: Path, relative: str, name: str) -
     path = course / relative
     before = path.stat().st_mtime
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(f"{base}/lab/tree/{relative}?token={TOKEN}")
-    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='busy']", timeout=60_000)
-    page.wait_for_function(
-        """() => document.querySelector(".jp-Notebook-ExecutionIndicator")?.dataset.status === "idle"
-              && ![...document.querySelectorAll(".jp-InputPrompt")].some(p => p.textContent.includes("*"))""",
-        timeout=600_000, polling=1000,
-    )
-    page.locator(".jp-NotebookPanel .jp-Cell").first.click()
+    # ?reset: a fresh workspace, so only this notebook is open
+    page.goto(f"{base}/lab/tree/{relative}?reset&token={TOKEN}")
+    panel = page.locator(".jp-NotebookPanel:visible")
+    panel.locator(".jp-Cell").first.wait_for(timeout=120_000)
+    panel.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=120_000)
+    code_cells = sum(1 for c in nbformat.read(str(path), as_version=4).cells
+                     if c.cell_type == "code" and c.source.strip())
+    choose_menu(page, "Edit", "Clear Outputs of All Cells")  # so every count seen below is new
+    choose_menu(page, "Run", "Run All Cells")
+    try:
+        page.wait_for_function(
+            """(expected) => {
+                 const prompts = [...document.querySelectorAll(".jp-CodeCell .jp-InputPrompt")];
+                 return !prompts.some(q => q.textContent.includes("*"))
+                     && prompts.filter(q => /\\d/.test(q.textContent)).length >= expected;
+               }""",
+            arg=code_cells, timeout=600_000, polling=2000,
+        )
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"browser-{name}-after-run.png"))
+    panel.locator(".jp-Cell").first.click()
     page.keyboard.press("Control+s")
     deadline = time.time() + 60
     while path.stat().st_mtime == before and time.time() < deadline:
@@ -121,6 +140,12 @@ def run_all_in_lab(browser, base: str, course: Path, relative: str, name: str) -
     page.close()
     assert path.stat().st_mtime != before, "the notebook was not saved"
     return nbformat.read(str(path), as_version=4)
+
+
+def choose_menu(page, menu: str, item: str) -> None:
+    """Click ``menu`` in JupyterLab's menu bar, then ``item`` in it."""
+    page.locator(".lm-MenuBar-itemLabel", has_text=menu).first.click()
+    page.locator(".lm-Menu-itemLabel", has_text=item).first.click()
 
 
 def errors(notebook: nbformat.NotebookNode) -> list[str]:
