@@ -120,10 +120,14 @@ def call_student(student_fn: Callable, model: nn.Module, inputs: torch.Tensor, t
     except (NotImplementedError, CheckFailed):
         raise
     except Exception as error:  # the student's own bug
+        hint = (
+            " Attributes like model.weight exist only for a linear model: use torch.autograd.grad."
+            if isinstance(error, AttributeError)
+            else ""
+        )
         raise CheckFailed(
             f"calling it on {case} raised {type(error).__name__}: {error}. It must work for any "
-            "model that maps a batch of inputs to logits (use torch.autograd.grad; attributes "
-            "like model.weight exist only for a linear model)."
+            f"model that maps a batch of inputs to logits.{hint}"
         ) from error
 
 
