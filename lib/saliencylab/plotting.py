@@ -41,8 +41,8 @@ def normalize_map(
     Returns:
         Same type, shape and device as the input, float. A constant map gives zeros, never
         NaN (with ``symmetric``: its sign, so an all-zero map stays zeros). NaN pixels are
-        ignored when finding the range. Note that min-max scaling hides absolute magnitudes: compare raw values when
-        comparing maps of different images or models.
+        ignored when finding the range. Min-max scaling hides absolute magnitudes: compare
+        raw values when comparing maps of different images or models.
     """
     values = _as_float_numpy(saliency_map)
     scaled = _scale_to_unit(values, percentile, symmetric)
@@ -64,9 +64,10 @@ def _scale_to_unit(values: np.ndarray, percentile: float | None, symmetric: bool
         if top <= 0:
             return np.zeros_like(values)
         return np.clip(values / top, -1.0, 1.0)
-    low, high = (
-        np.percentile(finite, [100 - percentile, percentile]) if percentile else (finite.min(), finite.max())
-    )
+    if percentile:
+        low, high = np.percentile(finite, [100 - percentile, percentile])
+    else:
+        low, high = finite.min(), finite.max()
     if high <= low:
         return np.zeros_like(values)
     return np.clip((values - low) / (high - low), 0.0, 1.0)
@@ -120,7 +121,8 @@ def show_maps(
     if not maps:
         raise SaliencyLabError("maps is empty: pass e.g. {'saliency': saliency(model, x)}.")
     picture = to_display_image(image)
-    figure, axes = plt.subplots(1, 1 + len(maps), figsize=(size * (1 + len(maps)), size), squeeze=False)
+    panels = 1 + len(maps)
+    figure, axes = plt.subplots(1, panels, figsize=(size * panels, size), squeeze=False)
     axes[0, 0].imshow(picture)
     _tidy(axes[0, 0], "image")
     for ax, (name, saliency_map) in zip(axes[0, 1:], maps.items()):
@@ -129,7 +131,8 @@ def show_maps(
             ax.imshow(normalize_map(values, percentile), cmap=cmap, vmin=0.0, vmax=1.0)
             _tidy(ax, name)
         else:
-            overlay(picture, normalize_map(values, percentile), alpha=alpha, cmap=cmap, ax=ax, title=name)
+            shown = normalize_map(values, percentile)
+            overlay(picture, shown, alpha=alpha, cmap=cmap, ax=ax, title=name)
     figure.tight_layout()
     return figure
 

@@ -73,7 +73,8 @@ def occlusion(
         with torch.inference_mode():
             clean_scores = select_logits(model(batch), targets)
             drops = _occluded_drops(
-                model, batch, fill, targets, clean_scores, starts, window_hw, images_per_forward, progress
+                model, batch, fill, targets, clean_scores, starts, window_hw,
+                images_per_forward, progress,
             )
             maps = _spread_over_windows(drops, starts, window_hw, size)
         return maps.clone()  # an ordinary tensor: inference tensors refuse later autograd use
@@ -82,9 +83,15 @@ def occlusion(
 
 
 def _as_pair(value: int | Pair, name: str) -> Pair:
-    pair = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, (tuple, list)) else ()
+    """``8 -> (8, 8)``; ``(8, 4)`` stays; anything else is a clear error."""
+    if isinstance(value, int):
+        pair: tuple = (value, value)
+    else:
+        pair = tuple(value) if isinstance(value, (tuple, list)) else ()
     if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
-        raise SaliencyLabError(f"{name} must be an int or a (height, width) pair of ints, got {value!r}.")
+        raise SaliencyLabError(
+            f"{name} must be an int or a (height, width) pair of ints, got {value!r}."
+        )
     if min(pair) < 1:
         raise SaliencyLabError(f"{name} must be positive, got {value!r}.")
     return pair  # type: ignore[return-value]
@@ -118,10 +125,11 @@ def _window_starts(size: Pair, window: Pair, stride: Pair) -> list[Pair]:
 
 
 def _broadcast_baseline(baseline: float | torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
-    """The baseline as a (possibly expanded, not copied) ``[B, 3, H, W]`` tensor on the images' device."""
+    """The baseline as an expanded (not copied) ``[B, 3, H, W]`` tensor on the images' device."""
     if isinstance(baseline, bool) or not isinstance(baseline, (int, float, torch.Tensor)):
         raise SaliencyLabError(
-            f"baseline must be a number (e.g. 0.0 or 0.5) or an image tensor, got {type(baseline).__name__}."
+            "baseline must be a number (e.g. 0.0 or 0.5) or an image tensor, got "
+            f"{type(baseline).__name__}."
         )
     fill = torch.as_tensor(baseline, dtype=batch.dtype).to(batch.device)
     try:
@@ -150,10 +158,12 @@ def _occluded_drops(
     """
     num_images, num_windows = batch.shape[0], len(starts)
     drops = torch.empty(num_images * num_windows, dtype=batch.dtype, device=batch.device)
-    for chunk in _progress(batch_slices(drops.numel(), batch_size), drops.numel(), batch_size, progress):
+    chunks = _progress(batch_slices(drops.numel(), batch_size), drops.numel(), batch_size, progress)
+    for chunk in chunks:
         jobs = range(chunk.start, chunk.stop)
         image_ids = torch.tensor([job // num_windows for job in jobs], device=batch.device)
-        occluded = _occluded_batch(batch, fill, image_ids, [starts[j % num_windows] for j in jobs], window)
+        corners = [starts[job % num_windows] for job in jobs]
+        occluded = _occluded_batch(batch, fill, image_ids, corners, window)
         scores = select_logits(model(occluded), targets[image_ids])
         drops[chunk] = clean_scores[image_ids] - scores
     return drops.view(num_images, num_windows)
