@@ -11,6 +11,8 @@ c.CourseDirectory.db_url = "sqlite:///gradebook.db"
 # stopped here and the rest of the notebook is still graded.
 c.Execute.timeout = 120
 c.Execute.interrupt_on_timeout = True
+# nbgrader waits only 4 s for a cell's output messages by default; a loaded machine needs more.
+c.Execute.iopub_timeout = 30
 
 # Files beside the notebook that are copied into the release.
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback"]
