@@ -209,3 +209,29 @@ def test_masks_and_results_stay_on_the_gpu() -> None:
     result = occlusion(model, image, 0, window=4, stride=2, baseline=torch.full((3, 8, 8), 0.5))
     assert result.device.type == "cuda"
     torch.testing.assert_close(result.cpu(), occlusion(model.cpu(), image.cpu(), 0, window=4, stride=2, baseline=0.5))
+
+
+class ViewAfterConvNet(nn.Module):
+    """A hand-written CNN that flattens with ``.view()``, as many course exercises do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = torch.relu(self.conv(x))
+        return self.fc(features.view(features.shape[0], -1))  # raises on channels_last input
+
+
+def test_a_model_that_calls_view_after_a_conv_works_and_matches_captum() -> None:
+    model = ViewAfterConvNet().eval()
+    image = torch.rand(1, 3, 8, 8)
+    assert_matches_captum(model, image, [2], (4, 4), (2, 2))
+
+
+def test_an_error_of_the_model_itself_is_raised_unchanged() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(10, 2)).eval()
+    with pytest.raises(RuntimeError, match="mat1 and mat2"):
+        occlusion(model, torch.rand(1, 3, 8, 8), 0, window=4, stride=4)

@@ -157,6 +157,7 @@ def _occluded_drops(
     Image/window pairs are flattened, so batches stay full even for several small images.
     """
     num_images, num_windows = batch.shape[0], len(starts)
+    forward = _ChannelsLastForward(model)
     drops = torch.empty(num_images * num_windows, dtype=batch.dtype, device=batch.device)
     chunks = _progress(batch_slices(drops.numel(), batch_size), drops.numel(), batch_size, progress)
     for chunk in chunks:
@@ -164,7 +165,7 @@ def _occluded_drops(
         image_ids = torch.tensor([job // num_windows for job in jobs], device=batch.device)
         corners = [starts[job % num_windows] for job in jobs]
         occluded = _occluded_batch(batch, fill, image_ids, corners, window)
-        scores = select_logits(model(occluded), targets[image_ids])
+        scores = select_logits(forward(occluded), targets[image_ids])
         drops[chunk] = clean_scores[image_ids] - scores
     return drops.view(num_images, num_windows)
 
@@ -178,14 +179,34 @@ def _occluded_batch(
 ) -> torch.Tensor:
     """Copies of ``batch[image_ids]`` with one window each set to the baseline, ``[n, 3, H, W]``.
 
-    Built by slice assignment (no per-window mask tensors) and in channels_last layout,
-    which the CPU convolutions run faster on.
+    Built by slice assignment (no per-window mask tensors).
     """
-    occluded = batch.index_select(0, image_ids).contiguous(memory_format=torch.channels_last)
+    occluded = batch.index_select(0, image_ids)
     (wh, ww) = window
     for row, (image_id, (y, x)) in enumerate(zip(image_ids.tolist(), corners)):
         occluded[row, :, y : y + wh, x : x + ww] = fill[image_id, :, y : y + wh, x : x + ww]
     return occluded
+
+
+class _ChannelsLastForward:
+    """``model(batch)`` in channels_last layout, which the CPU convolutions run faster on.
+
+    Some models cannot take it: a ``.view()`` after a convolution raises on a channels_last
+    tensor. Then the same batch is run again in the ordinary layout, and so are all later ones;
+    an error that the ordinary layout raises too is the model's own and is raised unchanged.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.use_channels_last = True
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.use_channels_last:
+            try:
+                return self.model(batch.contiguous(memory_format=torch.channels_last))
+            except RuntimeError:
+                self.use_channels_last = False
+        return self.model(batch.contiguous())
 
 
 def _spread_over_windows(
