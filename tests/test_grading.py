@@ -170,6 +170,13 @@ class NotebookKernel:
 
         self.notebook = read(path)
         self.manager, self.client = start_new_kernel(kernel_name="python3", cwd=str(path.parent))
+        try:
+            self._run_up_to_the_last_test_cell()
+        except BaseException:
+            self.close()  # a kernel left running holds its memory until the whole run ends
+            raise
+
+    def _run_up_to_the_last_test_cell(self) -> None:
         last_test = max(i for i, c in enumerate(self.notebook.cells) if c in test_cells(self.notebook))
         for cell in self.notebook.cells[: last_test + 1]:
             if cell.cell_type == "code":
@@ -189,8 +196,23 @@ class NotebookKernel:
 
 @pytest.fixture(scope="module")
 def kernels():
+    """``kernels(assignment)``: that assignment's kernel, started once.
+
+    Only one kernel lives at a time (each holds a model, ~0.7 GB): the wrong answers of one
+    assignment run one after another in one worker (one xdist group), so asking for another
+    assignment closes the previous kernel.
+    """
     started: dict[str, NotebookKernel] = {}
-    yield lambda assignment: started.setdefault(assignment, NotebookKernel(solution_path(assignment)))
+
+    def kernel_for(assignment: str) -> NotebookKernel:
+        if assignment not in started:
+            for other in started.values():
+                other.close()
+            started.clear()
+            started[assignment] = NotebookKernel(solution_path(assignment))
+        return started[assignment]
+
+    yield kernel_for
     for kernel in started.values():
         kernel.close()
 
