@@ -50,7 +50,7 @@ def exercises(assignment: str) -> list[str]:
     ]
 
 
-def test_cells(notebook: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+def graded_test_cells(notebook: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
     return [c for c in _nbgrader_cells(notebook) if c.cell_type == "code" and c.metadata.nbgrader.get("grade")]
 
 
@@ -74,7 +74,7 @@ def test_notebook_has_exercise_tests_written_answer_and_colab_cells(assignment):
     assert exercises(assignment), "at least one graded exercise"
     for exercise in exercises(assignment):
         assert any(i.startswith(f"{exercise}_test") for i in ids), f"{exercise} has no test cell"
-    for cell in test_cells(notebook):
+    for cell in graded_test_cells(notebook):
         assert "### BEGIN HIDDEN TESTS" in cell.source, f"{cell.metadata.nbgrader.grade_id}: hidden tests carry the points"
         assert any(cell.metadata.nbgrader.grade_id.startswith(f"{e}_test") for e in exercises(assignment))
     assert any(c.cell_type == "markdown" and c.metadata.nbgrader.get("grade") for c in cells), "a written answer"
@@ -177,7 +177,7 @@ class NotebookKernel:
             raise
 
     def _run_up_to_the_last_test_cell(self) -> None:
-        last_test = max(i for i, c in enumerate(self.notebook.cells) if c in test_cells(self.notebook))
+        last_test = max(i for i, c in enumerate(self.notebook.cells) if c in graded_test_cells(self.notebook))
         for cell in self.notebook.cells[: last_test + 1]:
             if cell.cell_type == "code":
                 error = self.run(cell.source)
@@ -232,7 +232,7 @@ def test_wrong_answer_loses_its_exercise_points_only(kernels, assignment, exerci
     solution_cell = next(c for c in _nbgrader_cells(kernel.notebook) if c.metadata.nbgrader.grade_id == exercise)
     assert kernel.run(wrong_answer.read_text()) is None, "the wrong answer itself must define cleanly"
     try:
-        outcome = {c.metadata.nbgrader.grade_id: kernel.run(c.source) for c in test_cells(kernel.notebook)}
+        outcome = {c.metadata.nbgrader.grade_id: kernel.run(c.source) for c in graded_test_cells(kernel.notebook)}
     finally:
         assert kernel.run(solution_cell.source) is None
     own = {k: v for k, v in outcome.items() if k.startswith(f"{exercise}_test")}
