@@ -25,6 +25,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group(f"file-{path.name}"))
 
 
+@pytest.hookimpl(optionalhook=True)  # so that `pytest -p no:xdist` still runs
 def pytest_xdist_node_collection_finished(node, ids: list[str]) -> None:
     """Stop at once when xdist did not apply the groups (runs in the controller).
 
