@@ -27,6 +27,14 @@ import nbtools  # noqa: E402
 pytestmark = [pytest.mark.notebooks, pytest.mark.xdist_group("colab-setup")]
 
 
+def test_stamping_an_up_to_date_notebook_changes_nothing():
+    # `make release` stamps every solution first; it must not wipe stored outputs or cell ids.
+    for path in nbtools.solution_notebooks():
+        notebook = nbformat.read(str(path), as_version=4)
+        before = nbformat.writes(notebook)
+        assert nbformat.writes(nbtools.stamp(notebook, path.stem)) == before, path.name
+
+
 def test_setup_cell_is_first_code_cell_everywhere_and_names_the_repository_once():
     address = nbtools.course_config()["github"]
     for path in nbtools.solution_notebooks() + sorted((ROOT / "notebooks").glob("*/*.ipynb")):

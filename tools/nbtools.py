@@ -133,18 +133,35 @@ def _is_stamped(cell: nbformat.NotebookNode, grade_id: str) -> bool:
 
 def stamp(notebook: nbformat.NotebookNode, assignment: str) -> nbformat.NotebookNode:
     """Put the current badge and setup cell after the title (replacing older ones) and tag
-    every test cell ``raises-exception``."""
-    rest = [
-        cell
+    every test cell ``raises-exception``.
+
+    Idempotent: a stamped cell whose source is already current is kept as it is (its id and
+    stored output too), so re-stamping leaves an up-to-date notebook unchanged.
+    """
+    old = {
+        grade_id: cell
         for cell in notebook.cells
-        if not (_is_stamped(cell, COLAB_BADGE_ID) or _is_stamped(cell, COLAB_SETUP_ID))
-    ]
+        for grade_id in (COLAB_BADGE_ID, COLAB_SETUP_ID)
+        if _is_stamped(cell, grade_id)
+    }
+    rest = [cell for cell in notebook.cells if cell not in old.values()]
     for cell in rest:
         if cell.cell_type == "code" and cell.get("metadata", {}).get("nbgrader", {}).get("grade"):
             tag_raises_exception(cell)
+    stamped = [_current(old.get(COLAB_BADGE_ID), colab_badge(assignment)),
+               _current(old.get(COLAB_SETUP_ID), colab_setup())]
     title, body = (rest[:1], rest[1:]) if rest and rest[0].cell_type == "markdown" else ([], rest)
-    notebook.cells = title + [colab_badge(assignment), colab_setup()] + body
+    notebook.cells = title + stamped + body
     return notebook
+
+
+def _current(existing: nbformat.NotebookNode | None, fresh: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """``existing`` when it already says what ``fresh`` says, else ``fresh``."""
+    if existing is None or existing.source != fresh.source:
+        return fresh
+    if all(existing.metadata.get(key) == fresh.metadata.get(key) for key in ("nbgrader", "tags")):
+        return existing  # only run metadata (execution times) may differ
+    return fresh
 
 
 def new_notebook(cells: list[nbformat.NotebookNode], assignment: str) -> nbformat.NotebookNode:
