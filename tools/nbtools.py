@@ -12,6 +12,7 @@ Command line::
 
 from __future__ import annotations
 
+import os
 import sys
 import tomllib
 from pathlib import Path
@@ -185,8 +186,14 @@ def write(notebook: nbformat.NotebookNode, path: Path) -> None:
 
 
 def execute(path: Path, timeout: int = 600) -> None:
-    """Run a notebook in place in its own folder (outputs stored, as nbval compares them)."""
+    """Run a notebook in place in its own folder (outputs stored, as nbval compares them).
+
+    The kernel gets one thread, as under `make test`: float sums depend on the thread count,
+    and a fooling-image run stopped one step apart with 2 threads (so nbval saw other numbers).
+    """
     from nbclient import NotebookClient
+
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # inherited by the kernel
 
     notebook = nbformat.read(str(path), as_version=4)
     NotebookClient(

@@ -1,0 +1,269 @@
+"""The checks of notebooks 09 (Integrated Gradients, completeness) and 10 (cascading
+randomisation, deletion curve) accept the reference solutions and other correct
+implementations, and reject every wrong answer in tests/wrong_answers with the explanation that
+names its mistake."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from torch import nn
+
+from saliencylab.attribution import integrated_gradients, saliency
+from saliencylab.checks import (
+    CheckFailed,
+    check_cascading_randomization,
+    check_completeness_error,
+    check_deletion_scores,
+    check_integrated_gradients_map,
+)
+from saliencylab.checks.nb09_integrated_gradients import fixed_ig_inputs
+from saliencylab.checks.nb10_sanity_checks import (
+    CASCADE_GROUPS,
+    DELETION_IMAGE_SIZE,
+    MethodRecorder,
+    cascade_test_model,
+)
+from saliencylab.metrics import deletion_curve
+
+ROOT = Path(__file__).resolve().parent.parent
+WRONG = ROOT / "tests" / "wrong_answers"
+
+# wrong answer file -> a phrase its explanation must contain
+EXPECTED_EXPLANATIONS = {
+    ("09_integrated_gradients", "integrated_gradients_map"): {
+        "backward_touches_parameter_grads": "changed the parameters' .grad",
+        "baseline_ignored": "the baseline was ignored",
+        "forgot_difference_factor": "forgot to multiply by (image - baseline)",
+        "gradient_times_input_at_image": "gradient at the image only",
+        "ignores_batch_size": "in one pass although batch_size",
+        "left_rule": "left rule",
+        "linspace_alphas": "torch.linspace(0, 1, steps)",
+        "one_point_per_pass": "one path point at a time",
+        "probabilities_instead_of_logits": "softmax probability",
+        "sum_instead_of_mean": "summed the gradients over the steps",
+    },
+    ("09_integrated_gradients", "completeness_error"): {
+        "absolute_error": "absolute value of the error",
+        "difference_reversed": "the wrong way round",
+        "forgot_baseline_score": "forgot f(baseline)",
+        "probabilities_instead_of_logits": "softmax probabilities",
+        "sum_of_absolute_attributions": "summed |attributions|",
+    },
+    ("10_sanity_checks", "cascading_randomization"): {
+        "bottom_up_order": "bottom up",
+        "forgot_trained_map": "map of the TRAINED model",
+        "independent_not_cascading": "independently",
+        "modifies_model_in_place": "modified the model it was given",
+        "passes_none_target": "without a target",
+        "repredicts_target": "re-predicted the target",
+    },
+    ("10_sanity_checks", "deletion_scores"): {
+        "autograd_left_on": "autograd on",
+        "increasing_order": "LEAST salient pixels first",
+        "logits_instead_of_probabilities": "tracked the target LOGIT",
+        "missing_full_point": "100 % point is missing",
+        "missing_zero_point": "0 % point is missing",
+        "modifies_image_in_place": "changed the image it was given",
+        "not_cumulative": "not cumulative",
+        "one_image_per_pass": "not batched",
+        "ranks_by_absolute_value": "ranked the pixels by |map|",
+        "rounded_pixel_counts": "rounded",
+    },
+}
+CHECKS = {
+    "integrated_gradients_map": check_integrated_gradients_map,
+    "completeness_error": check_completeness_error,
+    "cascading_randomization": check_cascading_randomization,
+    "deletion_scores": check_deletion_scores,
+}
+
+
+def cell_source(assignment: str, grade_id: str) -> str:
+    path = ROOT / "solutions" / assignment / f"{assignment}.ipynb"
+    notebook = nbformat.read(str(path), as_version=4)
+    return next(c.source for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def define(source: str, name: str):
+    """Execute a solution cell's source as the notebook would (with notebook 10's
+    ``reinitialise`` helper defined first) and return function ``name``."""
+    namespace = {"torch": torch, "nn": nn, "copy": copy}
+    helper = cell_source("10_sanity_checks", "reinitialise_helper")
+    exec(compile(helper, "<reinitialise_helper>", "exec"), namespace)
+    exec(compile(source, f"<{name}>", "exec"), namespace)
+    return namespace[name]
+
+
+def reference(assignment: str, exercise: str):
+    return define(cell_source(assignment, exercise), exercise)
+
+
+@pytest.mark.parametrize("assignment, exercise", list(EXPECTED_EXPLANATIONS))
+def test_reference_solution_passes(assignment, exercise, capsys):
+    CHECKS[exercise](reference(assignment, exercise))
+    assert f"✓ check_{exercise} passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("assignment, exercise", list(EXPECTED_EXPLANATIONS))
+def test_every_wrong_answer_file_has_an_expected_explanation(assignment, exercise):
+    files = {p.stem for p in (WRONG / assignment / exercise).glob("*.py")}
+    assert files == set(EXPECTED_EXPLANATIONS[assignment, exercise])
+
+
+WRONG_CASES = [
+    pytest.param(assignment, exercise, stem, phrase, id=f"{exercise}-{stem}")
+    for (assignment, exercise), explanations in EXPECTED_EXPLANATIONS.items()
+    for stem, phrase in explanations.items()
+]
+
+
+@pytest.mark.parametrize("assignment, exercise, stem, phrase", WRONG_CASES)
+def test_wrong_answer_is_caught_with_its_explanation(assignment, exercise, stem, phrase):
+    student_fn = define((WRONG / assignment / exercise / f"{stem}.py").read_text(), exercise)
+    with pytest.raises(CheckFailed) as failure:
+        CHECKS[exercise](student_fn)
+    assert phrase in str(failure.value)
+
+
+@pytest.mark.parametrize("exercise", list(CHECKS))
+def test_an_unfinished_exercise_reads_as_unfinished(exercise):
+    def stub(*args, **kwargs):
+        raise NotImplementedError()
+
+    with pytest.raises(NotImplementedError):
+        CHECKS[exercise](stub)
+
+
+# --- notebook 09 --------------------------------------------------------------------------------
+
+
+def test_ig_check_accepts_the_library_itself():
+    def library_ig(model, image, target, baseline, steps=32, batch_size=8):
+        return integrated_gradients(model, image, target, baseline=baseline, steps=steps, batch_size=batch_size)
+
+    check_integrated_gradients_map(library_ig)
+    check_integrated_gradients_map(library_ig, steps=9, batch_size=2, seed=4)
+
+
+def test_ig_solution_is_nearly_complete_with_many_steps():
+    """The reference solution satisfies the axiom the notebook teaches: with many steps on a
+    smooth (tanh) network the attributions add up to f(x) - f(x')."""
+    from saliencylab.checks.nb04_smoothgrad import tiny_smooth_classifier
+
+    model = tiny_smooth_classifier(0, classes=3)
+    image, baseline = fixed_ig_inputs(0)
+    ig = reference("09_integrated_gradients", "integrated_gradients_map")
+    attributions = ig(model, image, 1, baseline, steps=256, batch_size=64)
+    with torch.no_grad():
+        logits = model(torch.stack([image, baseline]))[:, 1]
+    assert attributions.sum().item() == pytest.approx((logits[0] - logits[1]).item(), abs=1e-3)
+    error = reference("09_integrated_gradients", "completeness_error")(model, image, 1, baseline, attributions)
+    assert abs(error) < 1e-3
+
+
+def test_ig_check_fails_a_wrong_target_with_its_explanation():
+    ig = reference("09_integrated_gradients", "integrated_gradients_map")
+
+    def explains_the_argmax(model, image, target, baseline, steps=32, batch_size=8):
+        with torch.no_grad():
+            predicted = int(model(image[None]).argmax())
+        return ig(model, image, predicted, baseline, steps, batch_size)
+
+    with pytest.raises(CheckFailed, match="instead of the requested target"):
+        check_integrated_gradients_map(explains_the_argmax)
+
+
+def test_completeness_check_with_given_attributions_and_a_tensor_result():
+    completeness_error = reference("09_integrated_gradients", "completeness_error")
+    image, baseline = fixed_ig_inputs(1)
+    attributions = torch.randn(image.shape, generator=torch.Generator().manual_seed(0))
+    check_completeness_error(completeness_error, seed=1, attributions=attributions)
+    as_tensor = lambda *args: torch.tensor(completeness_error(*args))  # noqa: E731  a 0-dim tensor is fine
+    check_completeness_error(as_tensor)
+    with pytest.raises(CheckFailed, match="ONE number"):
+        check_completeness_error(lambda model, image, target, baseline, a: a - a.mean())
+
+
+# --- notebook 10 --------------------------------------------------------------------------------
+
+
+def test_cascade_model_changes_its_prediction_when_randomised():
+    """Otherwise re-predicting the target after randomisation could not be told apart."""
+    namespace = {"torch": torch, "nn": nn}
+    exec(cell_source("10_sanity_checks", "reinitialise_helper"), namespace)
+    model = cascade_test_model(0)
+    image = torch.rand(3, 12, 16, generator=torch.Generator().manual_seed(3))
+    randomised = copy.deepcopy(model)
+    with torch.no_grad():
+        predictions = [int(randomised(image[None]).argmax())]
+        for step, group in enumerate(CASCADE_GROUPS, start=1):
+            namespace["reinitialise"](randomised, list(group), step)
+            predictions.append(int(randomised(image[None]).argmax()))
+    assert len(set(predictions)) > 1
+    for key, value in model.state_dict().items():  # the helper worked on the copy only
+        assert torch.equal(value, cascade_test_model(0).state_dict()[key])
+
+
+def test_method_recorder_sees_which_groups_are_random():
+    model = cascade_test_model(1)
+    recorder = MethodRecorder(saliency, model, CASCADE_GROUPS)
+    image = torch.rand(1, 3, 12, 16, generator=torch.Generator().manual_seed(0))
+    copy_ = copy.deepcopy(model)
+    recorder(copy_, image, target=2)
+    copy_.conv2.reset_parameters()
+    recorder(copy_, image, target=torch.tensor([2]))
+    copy_.fc.reset_parameters()
+    recorder(copy_, image[0])
+    assert [call.randomised for call in recorder.calls] == [(), (1,), (0, 1)]
+    assert [call.target for call in recorder.calls] == [2, 2, None]
+    assert all(call.saliency_map.shape == (12, 16) for call in recorder.calls)
+    assert not any(call.others_changed for call in recorder.calls)
+
+
+def test_cascade_check_accepts_the_library_protocol_on_lite0_groups(lite0, chelsea):
+    """The check works with the real model and Lite0's module names, as the hidden tests use it."""
+    tiny = torch.nn.functional.interpolate(chelsea, size=32, mode="bilinear", antialias=True).clamp(0, 1)[0]
+    check_cascading_randomization(
+        reference("10_sanity_checks", "cascading_randomization"), model=lite0, image=tiny,
+        layer_groups=[["classifier.fc"], ["features.head.0", "features.head.1"]],
+    )
+
+
+def test_deletion_check_image_makes_rounding_visible():
+    pixels = DELETION_IMAGE_SIZE[0] * DELETION_IMAGE_SIZE[1]
+    assert any((k * pixels) // 10 != round(k * pixels / 10) for k in range(11))
+
+
+def test_deletion_check_accepts_the_library_itself():
+    def library_curve(model, image, saliency_map, target, steps=16, baseline=0.0, batch_size=8):
+        return deletion_curve(model, image, saliency_map, target, steps=steps, baseline=baseline, batch_size=batch_size)
+
+    check_deletion_scores(library_curve)
+    check_deletion_scores(library_curve, seed=3, steps=5, batch_size=6, baseline=0.0)
+
+
+def test_deletion_solution_breaks_ties_like_the_library():
+    """A stable sort: pixels with equal saliency are deleted in raster order, as the library does."""
+    from saliencylab.checks.nb06_occlusion import fixed_occlusion_model
+
+    deletion_scores = reference("10_sanity_checks", "deletion_scores")
+    model = fixed_occlusion_model(3)
+    image = torch.rand(3, 8, 10, generator=torch.Generator().manual_seed(1))
+    tied = torch.zeros(8, 10)
+    tied[2:5, 3:7] = 1.0  # a plateau and a flat background, like a clamped Grad-CAM map
+    ours = deletion_scores(model, image, tied, 2, steps=7, baseline=0.2, batch_size=3)
+    torch.testing.assert_close(ours, deletion_curve(model, image, tied, 2, steps=7, baseline=0.2))
+
+
+def test_cascade_check_accepts_the_trained_map_from_the_original_model():
+    """Explaining the caller's model (without changing it) for maps[0] is as good as its copy."""
+    solution = cell_source("10_sanity_checks", "cascading_randomization")
+    original_line = "    maps = [method(randomised, image[None], target=target)[0]]\n"
+    assert original_line in solution
+    source = solution.replace(original_line, "    maps = [method(model, image[None], target=target)[0]]\n")
+    check_cascading_randomization(define(source, "cascading_randomization"))
