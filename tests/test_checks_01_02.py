@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import pytest
 import torch
+from exercise_cells import WRONG_ANSWERS, cell_source, define
 from torch import nn
 
 from saliencylab.checks import (
@@ -19,9 +19,6 @@ from saliencylab.checks import (
 )
 from saliencylab.checks.nb01_linear_models import fixed_image, fixed_linear_model, fixed_two_layer_model
 from saliencylab.checks.nb02_saliency import fixed_cnn, fixed_images
-
-ROOT = Path(__file__).resolve().parent.parent
-WRONG_ANSWERS = ROOT / "tests" / "wrong_answers"
 
 CHECKS = {
     "input_gradient": check_input_gradient,
@@ -59,14 +56,6 @@ EXPECTED_EXPLANATION = {
 }
 
 
-def define(source: str, function_name: str, filename: str = "<solution cell>"):
-    """Run a solution cell's source (as the notebook would, torch imported) and return the
-    function it defines."""
-    namespace = {"torch": torch}
-    exec(compile(source, filename, "exec"), namespace)
-    return namespace[function_name]
-
-
 def wrong_answer_files() -> list[Path]:
     return sorted(
         path for exercise in CHECKS for path in (WRONG_ANSWERS / ASSIGNMENT_OF[exercise] / exercise).glob("*.py")
@@ -79,13 +68,7 @@ def key(path: Path) -> str:
 
 def reference_source(exercise: str) -> str:
     """The solution cell of ``exercise`` in its solution notebook."""
-    assignment = ASSIGNMENT_OF[exercise]
-    notebook = nbformat.read(str(ROOT / "solutions" / assignment / f"{assignment}.ipynb"), as_version=4)
-    for cell in notebook.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("solution") and meta.get("grade_id") == exercise and cell.cell_type == "code":
-            return cell.source
-    raise LookupError(f"no solution cell {exercise!r} in {assignment}")
+    return cell_source(ASSIGNMENT_OF[exercise], exercise)
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,9 @@ that names its mistake."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nbformat
 import pytest
 import torch
+from exercise_cells import cell_source, define, wrong_answer, wrong_answer_cases, wrong_answer_stems
 from torch import nn
 
 from saliencylab.attribution import deconvnet, guided_backprop, smoothgrad
@@ -21,9 +19,6 @@ from saliencylab.checks.nb03_guided_backprop import (
     rule_gradients,
 )
 from saliencylab.checks.nb04_smoothgrad import RecordingModel, tiny_smooth_classifier
-
-ROOT = Path(__file__).resolve().parent.parent
-WRONG = ROOT / "tests" / "wrong_answers"
 
 # wrong answer file -> a phrase its explanation must contain
 EXPECTED_EXPLANATIONS = {
@@ -65,41 +60,20 @@ CHECKS = {
 }
 
 
-def define(source: str, name: str):
-    """Execute a solution cell's source (as the notebook would) and return function ``name``."""
-    namespace = {"torch": torch, "nn": nn}
-    exec(compile(source, f"<{name}>", "exec"), namespace)
-    return namespace[name]
-
-
-def solution_source(assignment: str, grade_id: str) -> str:
-    notebook = nbformat.read(str(ROOT / "solutions" / assignment / f"{assignment}.ipynb"), as_version=4)
-    cell = next(c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
-    return cell.source
-
-
 @pytest.mark.parametrize("assignment, exercise", list(EXPECTED_EXPLANATIONS))
 def test_reference_solution_passes(assignment, exercise, capsys):
-    CHECKS[exercise](define(solution_source(assignment, exercise), exercise))
+    CHECKS[exercise](define(cell_source(assignment, exercise), exercise))
     assert f"✓ {'check_' if exercise == 'smoothgrad_map' else ''}{exercise} passed" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("assignment, exercise", list(EXPECTED_EXPLANATIONS))
 def test_every_wrong_answer_file_has_an_expected_explanation(assignment, exercise):
-    files = {p.stem for p in (WRONG / assignment / exercise).glob("*.py")}
-    assert files == set(EXPECTED_EXPLANATIONS[assignment, exercise])
+    assert wrong_answer_stems(assignment, exercise) == set(EXPECTED_EXPLANATIONS[assignment, exercise])
 
 
-WRONG_CASES = [
-    pytest.param(assignment, exercise, stem, phrase, id=f"{exercise}-{stem}")
-    for (assignment, exercise), explanations in EXPECTED_EXPLANATIONS.items()
-    for stem, phrase in explanations.items()
-]
-
-
-@pytest.mark.parametrize("assignment, exercise, stem, phrase", WRONG_CASES)
+@pytest.mark.parametrize("assignment, exercise, stem, phrase", wrong_answer_cases(EXPECTED_EXPLANATIONS))
 def test_wrong_answer_is_caught_with_its_explanation(assignment, exercise, stem, phrase):
-    student_fn = define((WRONG / assignment / exercise / f"{stem}.py").read_text(), exercise)
+    student_fn = wrong_answer(assignment, exercise, stem)
     with pytest.raises(CheckFailed) as failure:
         CHECKS[exercise](student_fn)
     assert phrase in str(failure.value)
@@ -140,7 +114,7 @@ def test_check_network_saturates_some_relu6_units():
 
 def test_guided_check_accepts_a_hook_that_also_applies_the_forward_mask():
     """grad * (output > 0) * (grad > 0) in the output hook is redundant but right."""
-    source = solution_source("03_guided_backprop", "guided_backprop_map").replace(
+    source = cell_source("03_guided_backprop", "guided_backprop_map").replace(
         "    def on_forward(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:\n"
         "        output.register_hook(keep_positive)\n",
         "    def on_forward(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:\n"
@@ -153,7 +127,7 @@ def test_guided_check_accepts_a_hook_that_also_applies_the_forward_mask():
 
 def test_guided_check_on_another_model_and_target():
     check_guided_backprop_map(
-        define(solution_source("03_guided_backprop", "guided_backprop_map"), "guided_backprop_map"),
+        define(cell_source("03_guided_backprop", "guided_backprop_map"), "guided_backprop_map"),
         model=relu_test_net(inplace_relu=False, seed=3),
         images=torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(1)),
         target=2,
@@ -175,7 +149,7 @@ def test_recording_model_keeps_only_differentiable_batches():
 def test_smoothgrad_solution_equals_the_library_on_one_image():
     """The notebook's hidden tests compare with saliencylab's smoothgrad exactly: both draw the
     noise per mini-batch, in sample order, from the generator."""
-    smoothgrad_map = define(solution_source("04_smoothgrad", "smoothgrad_map"), "smoothgrad_map")
+    smoothgrad_map = define(cell_source("04_smoothgrad", "smoothgrad_map"), "smoothgrad_map")
     model = tiny_smooth_classifier(seed=2)
     image = torch.rand(3, 11, 13, generator=torch.Generator().manual_seed(0))
     ours = smoothgrad_map(model, image, 1, samples=7, noise_level=0.2, batch_size=3,
@@ -186,13 +160,13 @@ def test_smoothgrad_solution_equals_the_library_on_one_image():
 
 
 def test_smoothgrad_check_with_a_given_model_and_image():
-    smoothgrad_map = define(solution_source("04_smoothgrad", "smoothgrad_map"), "smoothgrad_map")
+    smoothgrad_map = define(cell_source("04_smoothgrad", "smoothgrad_map"), "smoothgrad_map")
     image = 0.1 + 0.3 * torch.rand(3, 7, 9, generator=torch.Generator().manual_seed(2))
     check_smoothgrad_map(smoothgrad_map, model=tiny_smooth_classifier(seed=5), image=image, samples=6, batch_size=4)
 
 
 def test_smoothgrad_check_names_noise_scaled_by_the_wrong_range():
-    smoothgrad_map = define(solution_source("04_smoothgrad", "smoothgrad_map"), "smoothgrad_map")
+    smoothgrad_map = define(cell_source("04_smoothgrad", "smoothgrad_map"), "smoothgrad_map")
 
     def enlarged_noise(model, image, target, samples=25, noise_level=0.15, batch_size=10, generator=None):
         return smoothgrad_map(model, image, target, samples, 1.5 * noise_level, batch_size, generator)

@@ -3,21 +3,14 @@ every wrong answer in tests/wrong_answers/ is caught with the explanation of its
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nbformat
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
+from exercise_cells import cell_source, define, wrong_answer_files
 
 from saliencylab.attribution import gradcam, occlusion
 from saliencylab.checks import CheckFailed, check_gradcam_map, check_occlusion_map
 from saliencylab.checks.nb05_gradcam import fixed_gradcam_images, fixed_gradcam_model
 from saliencylab.checks.nb06_occlusion import ForwardRecorder, fixed_occlusion_model, window_starts
-
-ROOT = Path(__file__).resolve().parent.parent
-WRONG_ANSWERS = ROOT / "tests" / "wrong_answers"
 
 # What the check must say for each wrong answer (a phrase of its explanation).
 GRADCAM_MISTAKES = {
@@ -43,29 +36,12 @@ OCCLUSION_MISTAKES = {
 }
 
 
-def exercise_function(source: str, name: str):
-    """Define the exercise's function from a solution cell's source (the notebook's imports given)."""
-    namespace = {"torch": torch, "nn": nn, "F": F}
-    exec(compile(source, name, "exec"), namespace)  # noqa: S102 - our own course files
-    return namespace[name]
-
-
-def solution_source(assignment: str, grade_id: str) -> str:
-    notebook = nbformat.read(str(ROOT / "solutions" / assignment / f"{assignment}.ipynb"), as_version=4)
-    cells = [c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
-    return cells[0].source
-
-
-def wrong_answers(assignment: str, exercise: str) -> list[Path]:
-    return sorted((WRONG_ANSWERS / assignment / exercise).glob("*.py"))
-
-
 # ---------------------------------------------------------------------------- Grad-CAM
 
 
 @pytest.fixture(scope="module")
 def reference_gradcam_map():
-    return exercise_function(solution_source("05_gradcam", "gradcam_map"), "gradcam_map")
+    return define(cell_source("05_gradcam", "gradcam_map"), "gradcam_map")
 
 
 def test_reference_gradcam_passes_and_says_what_it_compared(reference_gradcam_map, capsys):
@@ -92,10 +68,10 @@ def test_fixed_gradcam_inputs_have_both_signs_before_the_relu():
     assert 0.1 < zero_fraction < 0.9
 
 
-@pytest.mark.parametrize("path", wrong_answers("05_gradcam", "gradcam_map"), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", wrong_answer_files("05_gradcam", "gradcam_map"), ids=lambda p: p.stem)
 def test_gradcam_wrong_answer_is_named(path):
     assert path.stem in GRADCAM_MISTAKES, f"add the message expected for {path.name} to GRADCAM_MISTAKES"
-    student_fn = exercise_function(path.read_text(), "gradcam_map")
+    student_fn = define(path.read_text(), "gradcam_map")
     with pytest.raises(CheckFailed) as caught:
         check_gradcam_map(student_fn)
     assert GRADCAM_MISTAKES[path.stem] in str(caught.value)
@@ -127,7 +103,7 @@ def test_gradcam_check_leaves_the_global_rng_alone(reference_gradcam_map):
 
 @pytest.fixture(scope="module")
 def reference_occlusion_map():
-    return exercise_function(solution_source("06_occlusion", "occlusion_map"), "occlusion_map")
+    return define(cell_source("06_occlusion", "occlusion_map"), "occlusion_map")
 
 
 def test_reference_occlusion_passes_and_says_what_it_compared(reference_occlusion_map, capsys):
@@ -144,10 +120,10 @@ def test_reference_occlusion_passes_with_other_settings(reference_occlusion_map)
     )
 
 
-@pytest.mark.parametrize("path", wrong_answers("06_occlusion", "occlusion_map"), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", wrong_answer_files("06_occlusion", "occlusion_map"), ids=lambda p: p.stem)
 def test_occlusion_wrong_answer_is_named(path):
     assert path.stem in OCCLUSION_MISTAKES, f"add the message expected for {path.name} to OCCLUSION_MISTAKES"
-    student_fn = exercise_function(path.read_text(), "occlusion_map")
+    student_fn = define(path.read_text(), "occlusion_map")
     with pytest.raises(CheckFailed) as caught:
         check_occlusion_map(student_fn)
     assert OCCLUSION_MISTAKES[path.stem] in str(caught.value)

@@ -9,32 +9,13 @@ from __future__ import annotations
 
 import re
 import warnings
-from pathlib import Path
 
-import nbformat
 import pytest
 import torch
+from exercise_cells import WRONG_ANSWERS, define, solution_without_markers
 
 from saliencylab.checks import CheckFailed
 from saliencylab.checks import nb07_fooling_images as nb07
-
-ROOT = Path(__file__).resolve().parent.parent
-WRONG_ANSWERS = ROOT / "tests" / "wrong_answers"
-
-
-def solution_source(assignment: str, grade_id: str) -> str:
-    """The solution cell ``grade_id`` of ``solutions/<assignment>``, markers removed."""
-    notebook = nbformat.read(str(ROOT / "solutions" / assignment / f"{assignment}.ipynb"), as_version=4)
-    cell = next(c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
-    return re.sub(r"^\s*### (BEGIN|END) SOLUTION\n", "", cell.source, flags=re.MULTILINE)
-
-
-def define(source: str, name: str, **names: object):
-    """Run a cell's source in a fresh namespace (with torch and ``names``) and return ``name``."""
-    namespace: dict[str, object] = {"torch": torch, **names}
-    exec(compile(source, f"<{name}>", "exec"), namespace)
-    return namespace[name]
-
 
 # ---------------------------------------------------------------- notebook 07
 
@@ -59,12 +40,12 @@ FOOLING_CHECKS = {"fooling_step": nb07.check_fooling_step, "make_fooling_image":
 
 @pytest.fixture(scope="module")
 def reference_fooling_step():
-    return define(solution_source(FOOLING, "fooling_step"), "fooling_step")
+    return define(solution_without_markers(FOOLING, "fooling_step"), "fooling_step")
 
 
 @pytest.fixture(scope="module")
 def reference_make_fooling_image(reference_fooling_step):
-    return define(solution_source(FOOLING, "make_fooling_image"), "make_fooling_image", fooling_step=reference_fooling_step)
+    return define(solution_without_markers(FOOLING, "make_fooling_image"), "make_fooling_image", fooling_step=reference_fooling_step)
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +173,7 @@ VISUALIZATION_MISTAKES = {
 
 @pytest.fixture(scope="module")
 def reference_visualization_step():
-    return define(solution_source(VISUALIZATION, STEP), STEP)
+    return define(solution_without_markers(VISUALIZATION, STEP), STEP)
 
 
 def test_every_visualization_wrong_answer_has_an_expected_explanation():

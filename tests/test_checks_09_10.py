@@ -6,11 +6,11 @@ names its mistake."""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
-import nbformat
 import pytest
 import torch
+from exercise_cells import WRONG_ANSWERS, cell_source, wrong_answer_cases, wrong_answer_stems
+from exercise_cells import define as define_in_notebook
 from torch import nn
 
 from saliencylab.attribution import integrated_gradients, saliency
@@ -29,9 +29,6 @@ from saliencylab.checks.nb10_sanity_checks import (
     cascade_test_model,
 )
 from saliencylab.metrics import deletion_curve
-
-ROOT = Path(__file__).resolve().parent.parent
-WRONG = ROOT / "tests" / "wrong_answers"
 
 # wrong answer file -> a phrase its explanation must contain
 EXPECTED_EXPLANATIONS = {
@@ -83,20 +80,12 @@ CHECKS = {
 }
 
 
-def cell_source(assignment: str, grade_id: str) -> str:
-    path = ROOT / "solutions" / assignment / f"{assignment}.ipynb"
-    notebook = nbformat.read(str(path), as_version=4)
-    return next(c.source for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
-
-
-def define(source: str, name: str):
-    """Execute a solution cell's source as the notebook would (with notebook 10's
-    ``reinitialise`` helper defined first) and return function ``name``."""
-    namespace = {"torch": torch, "nn": nn, "copy": copy}
-    helper = cell_source("10_sanity_checks", "reinitialise_helper")
-    exec(compile(helper, "<reinitialise_helper>", "exec"), namespace)
-    exec(compile(source, f"<{name}>", "exec"), namespace)
-    return namespace[name]
+def define(source: str, name: str, filename: str | None = None):
+    """Define ``name`` from ``source`` as the notebook would: notebook 10's ``reinitialise``
+    helper cell runs first."""
+    return define_in_notebook(
+        source, name, filename, prelude=cell_source("10_sanity_checks", "reinitialise_helper")
+    )
 
 
 def reference(assignment: str, exercise: str):
@@ -111,20 +100,13 @@ def test_reference_solution_passes(assignment, exercise, capsys):
 
 @pytest.mark.parametrize("assignment, exercise", list(EXPECTED_EXPLANATIONS))
 def test_every_wrong_answer_file_has_an_expected_explanation(assignment, exercise):
-    files = {p.stem for p in (WRONG / assignment / exercise).glob("*.py")}
-    assert files == set(EXPECTED_EXPLANATIONS[assignment, exercise])
+    assert wrong_answer_stems(assignment, exercise) == set(EXPECTED_EXPLANATIONS[assignment, exercise])
 
 
-WRONG_CASES = [
-    pytest.param(assignment, exercise, stem, phrase, id=f"{exercise}-{stem}")
-    for (assignment, exercise), explanations in EXPECTED_EXPLANATIONS.items()
-    for stem, phrase in explanations.items()
-]
-
-
-@pytest.mark.parametrize("assignment, exercise, stem, phrase", WRONG_CASES)
+@pytest.mark.parametrize("assignment, exercise, stem, phrase", wrong_answer_cases(EXPECTED_EXPLANATIONS))
 def test_wrong_answer_is_caught_with_its_explanation(assignment, exercise, stem, phrase):
-    student_fn = define((WRONG / assignment / exercise / f"{stem}.py").read_text(), exercise)
+    path = WRONG_ANSWERS / assignment / exercise / f"{stem}.py"
+    student_fn = define(path.read_text(), exercise, str(path))
     with pytest.raises(CheckFailed) as failure:
         CHECKS[exercise](student_fn)
     assert phrase in str(failure.value)
