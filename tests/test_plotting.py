@@ -166,3 +166,15 @@ def test_non_arrays_are_clear_errors() -> None:
         normalize_map([[1, 2], [3, 4]])
     with pytest.raises(SaliencyLabError, match="one image"):
         to_display_map(torch.rand(2, 5, 5, 5))
+
+
+def test_show_maps_signed_keeps_the_sign_with_zero_in_the_middle() -> None:
+    signed_map = torch.tensor([[-2.0, 0.0], [1.0, 4.0]])
+    per_channel = torch.stack([signed_map, signed_map, -signed_map])  # sums to signed_map
+    figure = show_maps(torch.rand(3, 2, 2), {"occlusion": signed_map, "IG": per_channel}, signed=True)
+    for ax in figure.axes[1:]:
+        shown = ax.get_images()[0]
+        np.testing.assert_allclose(shown.get_array(), [[-0.5, 0.0], [0.25, 1.0]])
+        assert shown.get_clim() == (-1.0, 1.0) and shown.get_cmap().name == "bwr"
+    with pytest.raises(SaliencyLabError, match="drawn alone"):
+        show_maps(torch.rand(3, 2, 2), {"occlusion": signed_map}, signed=True, alpha=0.5)

@@ -102,33 +102,47 @@ def overlay(
 def show_maps(
     image: ArrayLike,
     maps: Mapping[str, ArrayLike],
-    cmap: str = "jet",
+    cmap: str | None = None,
     alpha: float | None = None,
     percentile: float | None = None,
     size: float = 3.0,
+    signed: bool = False,
 ) -> Figure:
     """One row: the image first, then each map under its name.
 
     Args:
         image: the input image (one image).
-        maps: ``{"method name": map}``; each map is shown normalised with ``cmap``.
+        maps: ``{"method name": map}``; each map is shown normalised with ``cmap``
+            (default ``"jet"``, or ``"bwr"`` when ``signed``).
         alpha: ``None`` shows each map alone; a number overlays it on the image instead.
         percentile: passed to :func:`normalize_map` (e.g. ``99`` tames outliers).
         size: inches per panel.
+        signed: keep the sign of maps such as occlusion, Integrated Gradients or
+            ``reduce=None`` gradients (3 channels are summed): each is divided by its largest |value| and drawn in
+            ``[-1, 1]`` with 0 in the middle of the colormap (red raises the class score, blue
+            lowers it). Signed maps are drawn alone, not overlaid (``alpha`` must be ``None``).
     Returns:
         The figure, with ``1 + len(maps)`` axes.
     """
     if not maps:
         raise SaliencyLabError("maps is empty: pass e.g. {'saliency': saliency(model, x)}.")
+    if signed and alpha is not None:
+        raise SaliencyLabError(
+            "signed maps are drawn alone (an overlay cannot show the sign): drop alpha, or "
+            "pass signed=False to overlay the min-max normalised maps."
+        )
+    cmap = cmap or ("bwr" if signed else "jet")
+    low = -1.0 if signed else 0.0
     picture = to_display_image(image)
     panels = 1 + len(maps)
     figure, axes = plt.subplots(1, panels, figsize=(size * panels, size), squeeze=False)
     axes[0, 0].imshow(picture)
     _tidy(axes[0, 0], "image")
     for ax, (name, saliency_map) in zip(axes[0, 1:], maps.items()):
-        values = to_display_map(saliency_map)
+        values = to_display_map(saliency_map, signed=signed)
         if alpha is None:
-            ax.imshow(normalize_map(values, percentile), cmap=cmap, vmin=0.0, vmax=1.0)
+            shown = normalize_map(values, percentile, symmetric=signed)
+            ax.imshow(shown, cmap=cmap, vmin=low, vmax=1.0)
             _tidy(ax, name)
         else:
             shown = normalize_map(values, percentile)
@@ -201,16 +215,17 @@ def _is_channels_first(original: ArrayLike, values: np.ndarray) -> bool:
     return values.shape[2] != 3 and values.shape[0] == 3
 
 
-def to_display_map(saliency_map: ArrayLike) -> np.ndarray:
+def to_display_map(saliency_map: ArrayLike, signed: bool = False) -> np.ndarray:
     """A map as a new ``[H, W]`` float array: batch/channel dims of size 1 dropped, 3 channels
-    reduced with max |value|."""
+    reduced with max |value| (``signed``: summed, which keeps the sign and the total, as
+    Integrated Gradients' completeness needs)."""
     values = _as_float_numpy(saliency_map)
     while values.ndim > 2 and values.shape[0] == 1:
         values = values[0]
-    if values.ndim == 3 and values.shape[0] == 3:
-        values = np.abs(values).max(axis=0)
-    elif values.ndim == 3 and values.shape[2] == 3:
-        values = np.abs(values).max(axis=2)
+    for axis in (0, 2):
+        if values.ndim == 3 and values.shape[axis] == 3:
+            values = values.sum(axis=axis) if signed else np.abs(values).max(axis=axis)
+            break
     if values.ndim != 2:
         raise SaliencyLabError(
             f"a map must be [H, W], [1, H, W] or [3, H, W] (one image), got shape "
