@@ -149,6 +149,15 @@ def test_batch_size_and_single_image_do_not_change_the_curve():
     assert isinstance(deletion_auc(model, images[1], maps[1], steps=7), float)
 
 
+def test_auc_helpers_take_the_target_in_the_curves_position():
+    model, images = linear_model(), random_images(2)
+    maps = torch.rand(2, SIZE, SIZE)
+    for curve, area in ((deletion_curve, deletion_auc), (insertion_curve, insertion_auc)):
+        expected = auc(curve(model, images, maps, 1, steps=5))
+        torch.testing.assert_close(area(model, images, maps, 1, steps=5), expected)
+        torch.testing.assert_close(area(model, images, maps, target=1, steps=5), expected)
+
+
 def test_target_is_the_requested_class_not_the_prediction():
     model, images = linear_model(), random_images(3)
     maps = torch.rand(3, SIZE, SIZE)

@@ -216,17 +216,31 @@ def auc(curve: torch.Tensor | Sequence[float]) -> torch.Tensor | float:
 
 
 def deletion_auc(
-    model: nn.Module, images: torch.Tensor, saliency_maps: torch.Tensor, **options: object
+    model: nn.Module,
+    images: torch.Tensor,
+    saliency_maps: torch.Tensor,
+    target: TargetLike = None,
+    **options: object,
 ) -> torch.Tensor | float:
-    """``auc(deletion_curve(model, images, saliency_maps, **options))``: lower is better."""
-    return auc(deletion_curve(model, images, saliency_maps, **options))
+    """``auc(deletion_curve(model, images, saliency_maps, target, **options))``: lower is better.
+
+    Returns ``[B]`` areas, or a float for a single ``[3, H, W]`` image.
+    """
+    return auc(deletion_curve(model, images, saliency_maps, target, **options))
 
 
 def insertion_auc(
-    model: nn.Module, images: torch.Tensor, saliency_maps: torch.Tensor, **options: object
+    model: nn.Module,
+    images: torch.Tensor,
+    saliency_maps: torch.Tensor,
+    target: TargetLike = None,
+    **options: object,
 ) -> torch.Tensor | float:
-    """``auc(insertion_curve(model, images, saliency_maps, **options))``: higher is better."""
-    return auc(insertion_curve(model, images, saliency_maps, **options))
+    """``auc(insertion_curve(model, images, saliency_maps, target, **options))``: higher is better.
+
+    Returns ``[B]`` areas, or a float for a single ``[3, H, W]`` image.
+    """
+    return auc(insertion_curve(model, images, saliency_maps, target, **options))
 
 
 def _perturbation_curve(
