@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from saliencylab import SaliencyLabError
+from saliencylab.images import UnknownNameError
 from saliencylab.attribution import (
     class_visualization,
     deconvnet,
@@ -545,8 +546,19 @@ def test_gradcam_layer_errors(tiny: TinyNet, images: torch.Tensor) -> None:
     with pytest.raises(SaliencyLabError, match=r"\[N, C, h, w\]"):
         gradcam(tiny, images, 1, layer=tiny.fc)
     with pytest.raises(SaliencyLabError, match="layer must be a module"):
-        gradcam(tiny, images, 1, layer="conv3")
+        gradcam(tiny, images, 1, layer=3)
+    with pytest.raises(UnknownNameError, match="Did you mean 'conv3'"):
+        gradcam(tiny, images, 1, layer="cnov3")
     assert_no_hooks(tiny, images)
+
+
+def test_gradcam_layer_by_name_is_the_module_of_that_name(tiny: TinyNet, images: torch.Tensor) -> None:
+    by_module = gradcam(tiny, images, 1, layer=tiny.conv3)
+    torch.testing.assert_close(gradcam(tiny, images, 1, layer="conv3"), by_module)
+    torch.testing.assert_close(
+        guided_gradcam(tiny, images, 1, layer="conv3"),
+        guided_gradcam(tiny, images, 1, layer=tiny.conv3),
+    )
 
 
 def test_gradcam_at_the_default_layer_of_lite0(lite0: nn.Module, chelsea: torch.Tensor) -> None:
@@ -618,6 +630,8 @@ def test_smoothgrad_variants(tiny: TinyNet, images: torch.Tensor) -> None:
     squared = smoothgrad(tiny, images, 1, variant="squared", **options)
     vargrad = smoothgrad(tiny, images, 1, variant="vargrad", **options)
     torch.testing.assert_close(vargrad, squared - mean.square(), atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(smoothgrad(tiny, images, 1, variant="smoothgrad", **options), mean)
+    torch.testing.assert_close(smoothgrad(tiny, images, 1, variant="smoothgrad_sq", **options), squared)
     assert (vargrad >= 0).all() and (squared >= mean.square() - 1e-7).all()
     no_noise = smoothgrad(tiny, images, 1, samples=3, noise_level=0.0, reduce=None)
     torch.testing.assert_close(no_noise, saliency(tiny, images, 1, reduce=None))

@@ -35,6 +35,7 @@ from saliencylab._core import (
 )
 from saliencylab.attribution._base import check_reduce, explain
 from saliencylab.attribution.relu_rules import rectified_gradients
+from saliencylab.images import unknown_name_error
 from saliencylab.models import default_layer
 
 
@@ -42,7 +43,7 @@ def gradcam(
     model: nn.Module,
     images: torch.Tensor,
     target: TargetLike = None,
-    layer: nn.Module | None = None,
+    layer: nn.Module | str | None = None,
 ) -> torch.Tensor:
     """Grad-CAM class map, upsampled to the input size (raw values, not normalised).
 
@@ -50,7 +51,8 @@ def gradcam(
         model: classifier taking ``[N, 3, H, W]`` images in ``[0, 1]``, returning logits ``[N, C]``.
         images: ``[B, 3, H, W]`` (or one ``[3, H, W]`` image) in ``[0, 1]``.
         target: ``None`` (each image's top class), an ``int``, or one class per image.
-        layer: the module whose ``[N, C, h, w]`` output is explained; default
+        layer: the module whose ``[N, C, h, w]`` output is explained, or its name in
+            ``model.named_modules()`` (e.g. ``"features.28"``); default
             ``saliencylab.models.default_layer(model)`` (the last convolutional block).
     Returns:
         ``[B, H, W]`` non-negative maps on the images' device.
@@ -65,7 +67,7 @@ def guided_gradcam(
     model: nn.Module,
     images: torch.Tensor,
     target: TargetLike = None,
-    layer: nn.Module | None = None,
+    layer: nn.Module | str | None = None,
     reduce: str | None = "max_abs",
 ) -> torch.Tensor:
     """Guided backprop gradient (signed, per channel) times the Grad-CAM map.
@@ -149,12 +151,20 @@ def _layer_call_error(model: nn.Module, layer: nn.Module, calls: int) -> Salienc
     )
 
 
-def _layer_or_default(model: nn.Module, layer: nn.Module | None) -> nn.Module:
+def _layer_or_default(model: nn.Module, layer: nn.Module | str | None) -> nn.Module:
     if layer is None:
         return default_layer(model)
+    if isinstance(layer, str):
+        modules = dict(model.named_modules())
+        if layer not in modules or not layer:
+            raise unknown_name_error(
+                "layer", layer, [name for name in modules if name],
+                note=f" in {type(model).__name__} (names are those of model.named_modules())",
+            )
+        return modules[layer]
     if not isinstance(layer, nn.Module):
         raise SaliencyLabError(
-            f"layer must be a module of the model (e.g. model.features[-1]), got "
+            f"layer must be a module of the model (e.g. model.features[-1]) or its name, got "
             f"{type(layer).__name__}."
         )
     return layer

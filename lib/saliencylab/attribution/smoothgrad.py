@@ -34,6 +34,7 @@ from saliencylab.attribution._base import (
 )
 
 VARIANTS = ("mean", "squared", "vargrad")
+CAPTUM_VARIANT_NAMES = {"smoothgrad": "mean", "smoothgrad_sq": "squared"}  # NoiseTunnel's nt_type
 
 
 def smoothgrad(
@@ -61,7 +62,8 @@ def smoothgrad(
         generator / seed: make the noise reproducible (give at most one). Without either, the
             noise comes from torch's global RNG.
         variant: ``"mean"`` (SmoothGrad, E[g]), ``"squared"`` (SmoothGrad-Squared, E[g^2]) or
-            ``"vargrad"`` (VarGrad, E[g^2] - E[g]^2), all per pixel and channel.
+            ``"vargrad"`` (VarGrad, E[g^2] - E[g]^2), all per pixel and channel. Captum's
+            names ``"smoothgrad"`` and ``"smoothgrad_sq"`` are accepted too.
         reduce: applied after the averaging: ``"max_abs"`` (default) gives ``[B, H, W]``;
             ``None`` keeps ``[B, 3, H, W]``.
     Returns:
@@ -75,6 +77,7 @@ def smoothgrad(
             f"noise_level is a fraction of the image's value range (0.1-0.2 is typical), got "
             f"{noise_level!r}."
         )
+    variant = CAPTUM_VARIANT_NAMES.get(variant, variant)
     if variant not in VARIANTS:
         raise SaliencyLabError(f"variant must be one of {VARIANTS}, got {variant!r}.")
     check_reduce(reduce)
