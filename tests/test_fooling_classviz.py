@@ -173,3 +173,9 @@ def test_class_visualization_shows_progress_and_leaves_the_model_alone(digits_cn
     assert "class visualisation" in capsys.readouterr().err
     assert_model_untouched(digits_cnn)
     assert not digits_cnn.training
+
+
+def test_default_size_is_the_models_input_size(digits_cnn) -> None:
+    assert class_visualization(digits_cnn, 2, steps=1, progress=False).shape == (1, 3, 32, 32)
+    pooling = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    assert class_visualization(pooling, 1, steps=0, progress=False).shape == (1, 3, 224, 224)

@@ -12,8 +12,10 @@ import torchvision
 from torch import nn
 
 from saliencylab import SaliencyLabError, digits
+from saliencylab.attribution import gradcam, occlusion, saliency
+from saliencylab.imagenet import ImageNetIndex, predict
 from saliencylab.images import UnknownNameError, to_tensor
-from saliencylab.imagenet import ImageNetIndex
+from saliencylab.metrics import deletion_curve
 from saliencylab.models import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -301,3 +303,17 @@ def test_without_stored_weights_digits_cnn_retrains_reproducibly_and_caches(
     reloaded = load_model("digits_cnn")
     assert torch.equal(reloaded.classifier.fc.weight, retrained.classifier.fc.weight)
     assert "training" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("call", [
+    lambda model, images: saliency(model, images, 3),
+    lambda model, images: gradcam(model, images, 3),
+    lambda model, images: occlusion(model, images, 3, window=4, stride=4),
+    lambda model, images: predict(model, images),
+    lambda model, images: deletion_curve(model, images, torch.rand(2, 8, 8), 3, steps=2),
+], ids=["saliency", "gradcam", "occlusion", "predict", "deletion"])
+def test_a_wrong_image_size_for_a_fixed_size_model_says_which_size(digits_cnn, call):
+    with pytest.raises(SaliencyLabError, match=r"built for 32x32.*size=32") as raised:
+        call(digits_cnn, torch.rand(2, 3, 8, 8))
+    assert isinstance(raised.value.__cause__, RuntimeError)  # the model's own message is kept
+    assert not digits_cnn.training

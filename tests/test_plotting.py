@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import PIL.Image  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -89,8 +90,9 @@ def test_on_the_inputs_device_and_float_dtype() -> None:
         np.random.rand(20, 30, 3),
         (np.random.rand(20, 30, 3) * 255).astype(np.uint8),
         torch.rand(20, 30),
+        PIL.Image.fromarray((np.random.rand(20, 30, 4) * 255).astype(np.uint8), "RGBA"),
     ],
-    ids=["chw", "bchw", "hwc", "uint8", "grey"],
+    ids=["chw", "bchw", "hwc", "uint8", "grey", "pil-rgba"],
 )
 def test_images_in_every_layout_display_as_h_w_3(image) -> None:
     shown = to_display_image(image)
@@ -121,6 +123,16 @@ def test_show_maps_has_the_image_then_one_axis_per_method_non_square() -> None:
     for ax in axes:  # 20 rows, 30 columns: not transposed
         assert ax.get_images()[0].get_array().shape[:2] == (20, 30)
     assert np.isfinite(axes[3].get_images()[0].get_array()).all()  # constant map: zeros, no NaN
+
+
+def test_show_maps_of_a_batch_has_one_row_per_image() -> None:
+    images, maps = torch.rand(2, 3, 20, 30), {"a": torch.rand(2, 20, 30), "b": torch.rand(2, 3, 20, 30)}
+    figure = show_maps(images, maps)
+    assert [ax.get_title() for ax in figure.axes] == ["image", "a", "b"] * 2
+    shown = figure.axes[4].get_images()[0].get_array()  # row 2, map "a"
+    np.testing.assert_allclose(shown, normalize_map(maps["a"][1]).numpy(), rtol=1e-6)
+    with pytest.raises(SaliencyLabError, match="batch of 2"):
+        show_maps(images, {"a": torch.rand(20, 30)})
 
 
 def test_show_maps_can_overlay_and_refuses_an_empty_dict() -> None:

@@ -142,11 +142,13 @@ def _raise_if_out_of_range(targets: torch.Tensor, classes: int) -> None:
 
 
 @contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+def eval_mode(model: nn.Module, images: torch.Tensor | None = None) -> Iterator[nn.Module]:
     """Run ``model`` in eval mode and restore every module's training flag afterwards.
 
     A model in train mode makes a map depend on the rest of the batch (BatchNorm) and on
     chance (Dropout), so attributions are always computed in eval mode; a warning says so.
+    With ``images [B, 3, H, W]``, a shape error from a model built for one input size (its
+    ``input_size``, e.g. 32 for the digits CNN) is re-raised saying which size it needs.
     """
     flags = [(module, module.training) for module in model.modules()]
     if model.training:
@@ -159,9 +161,27 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     model.eval()
     try:
         yield model
+    except RuntimeError as error:
+        raise _input_size_error(model, images, error) or error
     finally:
         for module, was_training in flags:
             module.training = was_training
+
+
+def _input_size_error(
+    model: nn.Module, images: torch.Tensor | None, error: RuntimeError
+) -> SaliencyLabError | None:
+    expected = getattr(model, "input_size", None)
+    if images is None or not isinstance(expected, int) or images.shape[-2:] == (expected, expected):
+        return None
+    height, width = images.shape[-2:]
+    message = SaliencyLabError(
+        f"the model failed on {height}x{width} images; it was built for {expected}x{expected} "
+        f"(model.input_size). Resize them, e.g. to_tensor(image, size={expected}) or "
+        f"torch.nn.functional.interpolate(images, size={expected}). The model said: {error}"
+    )
+    message.__cause__ = error
+    return message
 
 
 class HookSet:

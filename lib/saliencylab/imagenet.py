@@ -139,7 +139,7 @@ def predict(
     batch, single = as_image_batch(images)
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise SaliencyLabError(f"top must be a positive int, got {top!r}.")
-    with eval_mode(model), torch.no_grad():
+    with eval_mode(model, batch), torch.no_grad():
         logits = model(batch)
     if logits.dim() != 2:
         raise SaliencyLabError(

@@ -272,7 +272,7 @@ def _perturbation_curve(
     pixels_changed = torch.arange(steps + 1, device=batch.device) * num_pixels // steps
 
     curve = torch.empty(batch.shape[0] * (steps + 1), device=batch.device)
-    with eval_mode(model), torch.inference_mode():
+    with eval_mode(model, batch), torch.inference_mode():
         targets = resolve_targets(model, batch, target)
         for chunk in batch_slices(curve.numel(), batch_size):
             pair = torch.arange(chunk.start, chunk.stop, device=batch.device)
@@ -647,7 +647,7 @@ def randomization_test(
         )
     batch, _ = as_image_batch(images)
     groups = _resolve_groups(model, layers)
-    with eval_mode(model):
+    with eval_mode(model, batch):
         targets = resolve_targets(model, batch, target)
     randomised, options = _private_copy(model, method_options)
 

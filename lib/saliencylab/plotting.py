@@ -14,6 +14,7 @@ from typing import Union
 
 import matplotlib.pyplot as plt
 import numpy as np
+import PIL.Image
 import torch
 from matplotlib import colormaps
 from matplotlib.axes import Axes
@@ -21,7 +22,7 @@ from matplotlib.figure import Figure
 
 from saliencylab._core import SaliencyLabError
 
-ArrayLike = Union[torch.Tensor, np.ndarray]
+ArrayLike = Union[torch.Tensor, np.ndarray, PIL.Image.Image]
 
 
 def normalize_map(
@@ -108,21 +109,23 @@ def show_maps(
     size: float = 3.0,
     signed: bool = False,
 ) -> Figure:
-    """One row: the image first, then each map under its name.
+    """One row per image: the image first, then each map under its name.
 
     Args:
-        image: the input image (one image).
+        image: one image, or a batch ``[B, 3, H, W]`` (then each map holds ``B`` maps, e.g.
+            ``[B, H, W]``, and the figure has ``B`` rows).
         maps: ``{"method name": map}``; each map is shown normalised with ``cmap``
             (default ``"jet"``, or ``"bwr"`` when ``signed``).
         alpha: ``None`` shows each map alone; a number overlays it on the image instead.
         percentile: passed to :func:`normalize_map` (e.g. ``99`` tames outliers).
         size: inches per panel.
         signed: keep the sign of maps such as occlusion, Integrated Gradients or
-            ``reduce=None`` gradients (3 channels are summed): each is divided by its largest |value| and drawn in
-            ``[-1, 1]`` with 0 in the middle of the colormap (red raises the class score, blue
-            lowers it). Signed maps are drawn alone, not overlaid (``alpha`` must be ``None``).
+            ``reduce=None`` gradients (3 channels are summed): each is divided by its largest
+            |value| and drawn in ``[-1, 1]`` with 0 in the middle of the colormap (red raises
+            the class score, blue lowers it). Signed maps are drawn alone, not overlaid
+            (``alpha`` must be ``None``).
     Returns:
-        The figure, with ``1 + len(maps)`` axes.
+        The figure, with ``B x (1 + len(maps))`` axes.
     """
     if not maps:
         raise SaliencyLabError("maps is empty: pass e.g. {'saliency': saliency(model, x)}.")
@@ -133,22 +136,43 @@ def show_maps(
         )
     cmap = cmap or ("bwr" if signed else "jet")
     low = -1.0 if signed else 0.0
-    picture = to_display_image(image)
+    rows = _batch_rows(image, maps)
     panels = 1 + len(maps)
-    figure, axes = plt.subplots(1, panels, figsize=(size * panels, size), squeeze=False)
-    axes[0, 0].imshow(picture)
-    _tidy(axes[0, 0], "image")
-    for ax, (name, saliency_map) in zip(axes[0, 1:], maps.items()):
-        values = to_display_map(saliency_map, signed=signed)
-        if alpha is None:
-            shown = normalize_map(values, percentile, symmetric=signed)
-            ax.imshow(shown, cmap=cmap, vmin=low, vmax=1.0)
-            _tidy(ax, name)
-        else:
-            shown = normalize_map(values, percentile)
-            overlay(picture, shown, alpha=alpha, cmap=cmap, ax=ax, title=name)
+    figure, axes = plt.subplots(
+        len(rows), panels, figsize=(size * panels, size * len(rows)), squeeze=False
+    )
+    for row_axes, (row_image, row_maps) in zip(axes, rows):
+        picture = to_display_image(row_image)
+        row_axes[0].imshow(picture)
+        _tidy(row_axes[0], "image")
+        for ax, (name, saliency_map) in zip(row_axes[1:], row_maps.items()):
+            values = to_display_map(saliency_map, signed=signed)
+            if alpha is None:
+                shown = normalize_map(values, percentile, symmetric=signed)
+                ax.imshow(shown, cmap=cmap, vmin=low, vmax=1.0)
+                _tidy(ax, name)
+            else:
+                shown = normalize_map(values, percentile)
+                overlay(picture, shown, alpha=alpha, cmap=cmap, ax=ax, title=name)
     figure.tight_layout()
     return figure
+
+
+def _batch_rows(
+    image: ArrayLike, maps: Mapping[str, ArrayLike]
+) -> list[tuple[ArrayLike, dict[str, ArrayLike]]]:
+    """``[(image, maps)]`` for one image; one pair per image for a ``[B, 3, H, W]`` batch."""
+    count = image.shape[0] if isinstance(image, (torch.Tensor, np.ndarray)) and image.ndim == 4 else 1
+    if count == 1:
+        return [(image, dict(maps))]
+    for name, saliency_map in maps.items():
+        if np.ndim(saliency_map) < 3 or np.shape(saliency_map)[0] != count:
+            raise SaliencyLabError(
+                f"image is a batch of {count} but map {name!r} has shape "
+                f"{list(np.shape(saliency_map))}: give {count} maps ([{count}, H, W]) or show "
+                "one image, image[i], with its maps[i]."
+            )
+    return [(image[i], {name: m[i] for name, m in maps.items()}) for i in range(count)]
 
 
 def visualize(
@@ -189,8 +213,11 @@ def to_display_image(image: ArrayLike) -> np.ndarray:
     """An image as a new ``H x W x 3`` float array in ``[0, 1]`` for ``imshow``.
 
     Tensors are channels-first (``[3, H, W]`` or ``[1, 3, H, W]``); numpy arrays may be
-    ``H x W x 3`` (float in ``[0, 1]`` or uint8) or channels-first; ``[H, W]`` is greyscale.
+    ``H x W x 3`` (float in ``[0, 1]`` or uint8) or channels-first; ``[H, W]`` is greyscale;
+    PIL images (e.g. from ``load_image``) are converted to RGB.
     """
+    if isinstance(image, PIL.Image.Image):
+        image = np.asarray(image.convert("RGB"))
     integer = isinstance(image, np.ndarray) and np.issubdtype(image.dtype, np.integer)
     values = _as_float_numpy(image)
     values = values / 255.0 if integer else values

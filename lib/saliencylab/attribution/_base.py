@@ -49,7 +49,7 @@ def explain(
     batch, single = as_image_batch(images)
     batch = batch.detach()  # results never join the caller's autograd graph
     check_same_device(model, batch)
-    with eval_mode(model):
+    with eval_mode(model, batch):
         targets = resolve_targets(model, batch, target)
         result = compute(batch, targets)
     if not single:

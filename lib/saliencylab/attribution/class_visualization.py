@@ -23,7 +23,7 @@ GREY = 0.5
 def class_visualization(
     model: nn.Module,
     target: int,
-    size: int | tuple[int, int] = 224,
+    size: int | tuple[int, int] | None = None,
     steps: int = 100,
     lr: float = 0.03,
     l2_reg: float = 1e-4,
@@ -45,7 +45,9 @@ def class_visualization(
     Args:
         model: classifier taking ``[N, 3, H, W]`` images in ``[0, 1]``, returning ``[N, C]``.
         target: the class index to visualise.
-        size: ``int`` or ``(height, width)`` of the image to synthesise; ignored with ``init``.
+        size: ``int`` or ``(height, width)`` of the image to synthesise; ``None``: the
+            model's ``input_size`` (set by ``load_model``: 224, or 32 for the digits CNN),
+            else 224. Ignored with ``init``.
         steps: number of gradient steps.
         lr: step length, as the RMS change per pixel (pixel values in ``[0, 1]``).
         l2_reg: weight of the L2 penalty on ``image - 0.5``.
@@ -63,11 +65,13 @@ def class_visualization(
     _check_options(target, steps, lr, l2_reg, blur_every, blur_sigma, jitter)
     device = _model_device(model)
     generator = torch.Generator(device="cpu").manual_seed(seed)
+    if size is None:
+        size = getattr(model, "input_size", None) or 224
     image = _start_image(init, size, generator, device)
     shorter_side = min(image.shape[-2:])
     blur_sigma = shorter_side / 224 if blur_sigma is None else blur_sigma
     jitter = round(shorter_side / 14) if jitter is None else jitter
-    with eval_mode(model):
+    with eval_mode(model, image):
         resolve_targets(model, image, target)  # range check with a clear message
         for step in _steps(steps, progress):
             shift = _random_shift(jitter, generator)
@@ -111,7 +115,7 @@ def _model_device(model: nn.Module) -> torch.device:
 
 def _start_image(
     init: torch.Tensor | None,
-    size: int | tuple[int, int],
+    size: int | tuple[int, int] | None,
     generator: torch.Generator,
     device: torch.device,
 ) -> torch.Tensor:

@@ -60,7 +60,7 @@ def fooling_image(
     if step_size <= 0 or max_steps < 0:
         raise SaliencyLabError("step_size must be > 0 and max_steps >= 0.")
     check_same_device(model, batch)
-    with eval_mode(model):
+    with eval_mode(model, batch):
         resolve_targets(model, batch, target)  # range check with a clear message
         fooled, steps = _ascend_until_fooled(model, batch.detach(), target, step_size, max_steps)
     return (fooled[0] if single else fooled), steps

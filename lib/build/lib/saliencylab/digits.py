@@ -1,0 +1,315 @@
+"""A small CNN on scikit-learn's bundled handwritten digits, trained in seconds on a CPU.
+
+The digits are 8x8 greyscale with values 0..16. To follow the course convention (RGB float
+images ``[B, 3, H, W]`` in ``[0, 1]``) they are scaled to ``[0, 1]``, upsampled bilinearly to
+``32 x 32`` and repeated to 3 channels, so every attribution method runs on this model
+unchanged. The train/test split is fixed (seeded), and training is seeded and deterministic.
+
+``load_model("digits_cnn")`` (in :mod:`saliencylab.models`) loads the stored weights; this
+module holds the architecture, the data and the training recipe that produced them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from saliencylab._core import SaliencyLabError
+
+__all__ = [
+    "DIGITS_IMAGE_SIZE",
+    "DIGITS_CLASS_NAMES",
+    "WEIGHTS_FILENAME",
+    "COURSE_DATA_DIR",
+    "DigitsTrainingSettings",
+    "build_digits_cnn",
+    "load_digits_images",
+    "train_digits_cnn",
+    "save_digits_cnn",
+    "weights_candidates",
+    "load_trained_state_dict",
+    "accuracy",
+    "state_dict_sha256",
+]
+
+DIGITS_IMAGE_SIZE = 32
+"""Side of the square images the digits CNN takes: the 8x8 digits upsampled 4x."""
+
+DIGITS_CLASS_NAMES = tuple(str(digit) for digit in range(10))
+
+WEIGHTS_FILENAME = "digits_cnn.pt"
+COURSE_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+"""The course's ``data/`` folder (``lib/saliencylab/../../data``); absent in a pip install."""
+_TEST_FRACTION = 0.25
+_SPLIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class DigitsTrainingSettings:
+    """Everything that determines the trained weights (stored next to them in data/)."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    learning_rate: float = 1e-2  # the peak of a one-cycle schedule
+    seed: int = 0
+    num_threads: int = 1  # one thread: the same summation order, hence the same weights
+
+
+def build_digits_cnn() -> nn.Sequential:
+    """The digits CNN with fresh (random, from torch's global RNG) weights.
+
+    ``[B, 3, 32, 32]`` in ``[0, 1]`` -> logits ``[B, 10]``. Layout::
+
+        normalize   (x - 0.5) / 0.5
+        features    block1 (3x3 conv 8, ReLU, max-pool)   32 -> 16
+                    block2 (3x3 conv 16, ReLU, max-pool)  16 -> 8
+                    block3 (3x3 conv 32, ReLU)             8 x 8  <- Grad-CAM's default layer
+        classifier  max-pool to 4 x 4, flatten, linear 512 -> 10
+
+    (A flattened 4 x 4 map keeps where strokes are; global average pooling lost ~5 points
+    of accuracy.)
+    Plain ``nn.ReLU`` modules (not in-place), so guided backprop and deconvnet hooks see
+    every activation.
+    """
+    from saliencylab.models import Normalize  # models imports this module lazily too
+
+    def conv_block(channels_in: int, channels_out: int, pool: bool) -> nn.Sequential:
+        layers: list[nn.Module] = [
+            nn.Conv2d(channels_in, channels_out, kernel_size=3, padding=1),
+            nn.ReLU(),
+        ]
+        if pool:
+            layers.append(nn.MaxPool2d(2))
+        return nn.Sequential(*layers)
+
+    return nn.Sequential(
+        OrderedDict(
+            normalize=Normalize(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+            features=nn.Sequential(
+                OrderedDict(
+                    block1=conv_block(3, 8, pool=True),
+                    block2=conv_block(8, 16, pool=True),
+                    block3=conv_block(16, 32, pool=False),
+                )
+            ),
+            classifier=nn.Sequential(
+                OrderedDict(
+                    pool=nn.MaxPool2d(2),
+                    flatten=nn.Flatten(),
+                    fc=nn.Linear(32 * 4 * 4, len(DIGITS_CLASS_NAMES)),
+                )
+            ),
+        )
+    )
+
+
+def load_digits_images(split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's digits as course images (bundled with scikit-learn: no download).
+
+    Args:
+        split: ``"train"`` (75 %), ``"test"`` (25 %, held out from training) or ``"all"``.
+            The split is fixed (a seeded permutation), the same on every machine.
+    Returns:
+        ``(images [N, 3, 32, 32] float in [0, 1], labels [N] long)``.
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = torch.as_tensor(digits.images, dtype=torch.float32) / 16.0  # [N, 8, 8]
+    labels = torch.as_tensor(digits.target, dtype=torch.long)
+    indices = _split_indices(len(labels))
+    if split not in indices:
+        raise SaliencyLabError(
+            f"split must be one of {sorted(indices)}, got {split!r}."
+        )
+    chosen = torch.as_tensor(indices[split])
+    return _upsample_to_rgb(pixels[chosen]), labels[chosen]
+
+
+def _split_indices(count: int) -> dict[str, np.ndarray]:
+    # numpy's legacy RandomState stream is frozen across numpy versions: a stable split.
+    order = np.random.RandomState(_SPLIT_SEED).permutation(count)
+    test_count = int(round(count * _TEST_FRACTION))
+    return {
+        "test": np.sort(order[:test_count]),
+        "train": np.sort(order[test_count:]),
+        "all": np.arange(count),
+    }
+
+
+def _upsample_to_rgb(pixels: torch.Tensor) -> torch.Tensor:
+    """``[N, 8, 8]`` in [0, 1] -> ``[N, 3, 32, 32]`` (bilinear, then 3 equal channels)."""
+    upsampled = F.interpolate(
+        pixels.unsqueeze(1),
+        size=(DIGITS_IMAGE_SIZE, DIGITS_IMAGE_SIZE),
+        mode="bilinear",
+        align_corners=False,
+    )
+    return upsampled.clamp(0.0, 1.0).expand(-1, 3, -1, -1).contiguous()
+
+
+def train_digits_cnn(
+    settings: DigitsTrainingSettings = DigitsTrainingSettings(),
+) -> tuple[nn.Sequential, dict]:
+    """Train the digits CNN from scratch, deterministically (a few seconds on a CPU).
+
+    Uses seeded initialisation and batch order, deterministic algorithms and a fixed
+    thread count; the global RNG, thread count and determinism flag are restored after.
+
+    Returns:
+        ``(model in eval mode with requires_grad False, info)`` where ``info`` holds the
+        held-out ``test_accuracy``, the ``settings`` and the weights' ``sha256``.
+    """
+    train_images, train_labels = load_digits_images("train")
+    test_images, test_labels = load_digits_images("test")
+    with _deterministic_torch(settings.seed, settings.num_threads):
+        model = build_digits_cnn()
+        _fit(model, train_images, train_labels, settings)
+    model.eval().requires_grad_(False)
+    info = {
+        "test_accuracy": accuracy(model, test_images, test_labels),
+        "test_images": len(test_labels),
+        "train_images": len(train_labels),
+        "image_size": DIGITS_IMAGE_SIZE,
+        "settings": asdict(settings),
+        "sha256": state_dict_sha256(model.state_dict()),
+        "torch_version": torch.__version__,
+    }
+    return model, info
+
+
+def _fit(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: DigitsTrainingSettings,
+) -> None:
+    """Adam with a one-cycle learning-rate schedule; batches drawn by a seeded generator."""
+    generator = torch.Generator().manual_seed(settings.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    steps_per_epoch = -(-len(labels) // settings.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=settings.learning_rate, total_steps=settings.epochs * steps_per_epoch
+    )
+    model.train()
+    for _ in range(settings.epochs):
+        order = torch.randperm(len(labels), generator=generator)
+        for batch in order.split(settings.batch_size):
+            loss = F.cross_entropy(model(images[batch]), labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+
+
+@contextlib.contextmanager
+def _deterministic_torch(seed: int, num_threads: int) -> Iterator[None]:
+    """Seed torch, fix the thread count and demand deterministic kernels; undo it all after."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.set_num_threads(num_threads)
+        torch.use_deterministic_algorithms(True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(deterministic)
+            torch.set_num_threads(threads)
+
+
+def accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512
+) -> float:
+    """Fraction of ``images [N, 3, H, W]`` whose top class equals ``labels [N]``."""
+    from saliencylab._core import batch_slices, eval_mode
+
+    correct = 0
+    with eval_mode(model), torch.no_grad():
+        for part in batch_slices(len(labels), batch_size):
+            correct += (model(images[part]).argmax(dim=1) == labels[part]).sum().item()
+    return correct / len(labels)
+
+
+def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
+    """A fingerprint of the weights' values (names, shapes, dtypes and bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in state.items():
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- stored weights
+
+def weights_candidates() -> list[Path]:
+    """Where the trained weights are looked for, in order.
+
+    ``$SALIENCYLAB_DATA/digits_cnn.pt``, the course's ``data/digits_cnn.pt`` (found from the
+    package path: ``lib/saliencylab/../../data``), and the cache
+    ``~/.cache/saliencylab/digits_cnn.pt`` (``$XDG_CACHE_HOME`` is honoured).
+    """
+    folders = [Path(os.environ["SALIENCYLAB_DATA"]).expanduser()] if os.environ.get(
+        "SALIENCYLAB_DATA"
+    ) else []
+    folders += [COURSE_DATA_DIR, _cache_dir()]
+    return [folder / WEIGHTS_FILENAME for folder in folders]
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "saliencylab"
+
+
+def load_trained_state_dict() -> dict[str, torch.Tensor]:
+    """The trained weights: from the first file in :func:`weights_candidates`, or, when
+    there is none (e.g. a pip install on Colab), trained now (seconds) and cached."""
+    for path in weights_candidates():
+        if path.is_file():
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as error:
+                raise SaliencyLabError(
+                    f"could not read the digits CNN weights {path} ({error}). Delete the file "
+                    "to have them retrained, or run tools/train_digits_cnn.py."
+                ) from error
+    cache = _cache_dir() / WEIGHTS_FILENAME
+    print(
+        "saliencylab: no trained digits CNN found; training it now (a few seconds, once) "
+        f"and caching it in {cache}",
+        file=sys.stderr,
+    )
+    model, info = train_digits_cnn()
+    try:
+        save_digits_cnn(model, info, cache)
+    except OSError as error:
+        print(f"saliencylab: could not cache the weights ({error}).", file=sys.stderr)
+    print(
+        f"saliencylab: digits CNN trained, held-out accuracy {info['test_accuracy']:.1%}.",
+        file=sys.stderr,
+    )
+    return model.state_dict()
+
+
+def save_digits_cnn(model: nn.Module, info: dict, path: Path) -> None:
+    """Write the weights to ``path`` (``.pt``) and ``info`` next to it (``.json``).
+
+    Written to a temporary file first and renamed, so a reader never sees half a file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(model.state_dict(), temporary)
+    os.replace(temporary, path)
+    path.with_suffix(".json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")

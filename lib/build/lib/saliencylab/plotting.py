@@ -1,0 +1,258 @@
+"""Plotting attribution maps: normalise, overlay on the image, compare methods side by side.
+
+Every function accepts torch tensors or numpy arrays: images as ``[3, H, W]``,
+``[1, 3, H, W]`` or ``H x W x 3``; maps as ``[H, W]``, ``[1, H, W]``, ``[1, 1, H, W]`` or
+``[3, H, W]`` / ``[1, 3, H, W]`` (reduced over channels with the max of |value|, as
+Simonyan et al. do). Nothing here modifies its inputs. Colours come from matplotlib
+colormaps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Union
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from saliencylab._core import SaliencyLabError
+
+ArrayLike = Union[torch.Tensor, np.ndarray]
+
+
+def normalize_map(
+    saliency_map: ArrayLike,
+    percentile: float | None = None,
+    symmetric: bool = False,
+) -> ArrayLike:
+    """Rescale a map to ``[0, 1]`` (or ``[-1, 1]``), returning a NEW tensor/array of the same type.
+
+    Args:
+        saliency_map: any shape, tensor or array; it is never modified.
+        percentile: ``None`` uses the min and max; e.g. ``99`` clips at the 1st and 99th
+            percentiles first (``symmetric``: at the 99th percentile of |value|), so a few
+            extreme pixels do not wash out the rest.
+        symmetric: keep the sign: divide by the largest |value| and return ``[-1, 1]``,
+            with 0 staying 0 (useful for signed maps such as occlusion or IG).
+    Returns:
+        Same type, shape and device as the input, float. A constant map gives zeros, never
+        NaN (with ``symmetric``: its sign, so an all-zero map stays zeros). NaN pixels are
+        ignored when finding the range. Min-max scaling hides absolute magnitudes: compare
+        raw values when comparing maps of different images or models.
+    """
+    values = _as_float_numpy(saliency_map)
+    scaled = _scale_to_unit(values, percentile, symmetric)
+    if isinstance(saliency_map, torch.Tensor):
+        dtype = saliency_map.dtype if saliency_map.is_floating_point() else torch.float32
+        return torch.from_numpy(scaled).to(saliency_map.device, dtype)
+    return scaled
+
+
+def _scale_to_unit(values: np.ndarray, percentile: float | None, symmetric: bool) -> np.ndarray:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return np.zeros_like(values)
+    if percentile is not None and not 50 < percentile <= 100:
+        raise SaliencyLabError(f"percentile must be in (50, 100], got {percentile}.")
+    if symmetric:
+        magnitudes = np.abs(finite)
+        top = np.percentile(magnitudes, percentile) if percentile else magnitudes.max()
+        if top <= 0:
+            return np.zeros_like(values)
+        return np.clip(values / top, -1.0, 1.0)
+    if percentile:
+        low, high = np.percentile(finite, [100 - percentile, percentile])
+    else:
+        low, high = finite.min(), finite.max()
+    if high <= low:
+        return np.zeros_like(values)
+    return np.clip((values - low) / (high - low), 0.0, 1.0)
+
+
+def overlay(
+    image: ArrayLike,
+    heatmap: ArrayLike,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Axes:
+    """Draw ``image`` with ``heatmap`` (min-max normalised, coloured by ``cmap``) on top.
+
+    The heatmap is upsampled (bilinear) to the image size when the sizes differ, e.g. a
+    7x7 Grad-CAM map on a 224x224 image. Returns the axes drawn on (a new figure when
+    ``ax`` is ``None``).
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise SaliencyLabError(f"alpha must be in [0, 1], got {alpha}.")
+    picture = to_display_image(image)
+    height, width = picture.shape[:2]
+    values = normalize_map(_resize_map(to_display_map(heatmap), (height, width)))
+    colours = colormaps[cmap](values)[..., :3]
+    ax = ax if ax is not None else plt.subplots()[1]
+    ax.imshow((1 - alpha) * picture + alpha * colours)
+    _tidy(ax, title)
+    return ax
+
+
+def show_maps(
+    image: ArrayLike,
+    maps: Mapping[str, ArrayLike],
+    cmap: str | None = None,
+    alpha: float | None = None,
+    percentile: float | None = None,
+    size: float = 3.0,
+    signed: bool = False,
+) -> Figure:
+    """One row: the image first, then each map under its name.
+
+    Args:
+        image: the input image (one image).
+        maps: ``{"method name": map}``; each map is shown normalised with ``cmap``
+            (default ``"jet"``, or ``"bwr"`` when ``signed``).
+        alpha: ``None`` shows each map alone; a number overlays it on the image instead.
+        percentile: passed to :func:`normalize_map` (e.g. ``99`` tames outliers).
+        size: inches per panel.
+        signed: keep the sign of maps such as occlusion, Integrated Gradients or
+            ``reduce=None`` gradients (3 channels are summed): each is divided by its largest |value| and drawn in
+            ``[-1, 1]`` with 0 in the middle of the colormap (red raises the class score, blue
+            lowers it). Signed maps are drawn alone, not overlaid (``alpha`` must be ``None``).
+    Returns:
+        The figure, with ``1 + len(maps)`` axes.
+    """
+    if not maps:
+        raise SaliencyLabError("maps is empty: pass e.g. {'saliency': saliency(model, x)}.")
+    if signed and alpha is not None:
+        raise SaliencyLabError(
+            "signed maps are drawn alone (an overlay cannot show the sign): drop alpha, or "
+            "pass signed=False to overlay the min-max normalised maps."
+        )
+    cmap = cmap or ("bwr" if signed else "jet")
+    low = -1.0 if signed else 0.0
+    picture = to_display_image(image)
+    panels = 1 + len(maps)
+    figure, axes = plt.subplots(1, panels, figsize=(size * panels, size), squeeze=False)
+    axes[0, 0].imshow(picture)
+    _tidy(axes[0, 0], "image")
+    for ax, (name, saliency_map) in zip(axes[0, 1:], maps.items()):
+        values = to_display_map(saliency_map, signed=signed)
+        if alpha is None:
+            shown = normalize_map(values, percentile, symmetric=signed)
+            ax.imshow(shown, cmap=cmap, vmin=low, vmax=1.0)
+            _tidy(ax, name)
+        else:
+            shown = normalize_map(values, percentile)
+            overlay(picture, shown, alpha=alpha, cmap=cmap, ax=ax, title=name)
+    figure.tight_layout()
+    return figure
+
+
+def visualize(
+    image: ArrayLike,
+    grads: ArrayLike,
+    max_grads: bool = True,
+    cmap: str = "viridis",
+    alpha: float = 0.5,
+    size: float = 3.0,
+) -> Figure:
+    """FlashTorch-style triptych: the input image, the gradients, and the gradients overlaid.
+
+    Args:
+        image: the input image.
+        grads: input gradients ``[3, H, W]`` (or an already reduced ``[H, W]`` map).
+        max_grads: show the max over colour channels of |gradient| (Simonyan et al.);
+            ``False`` shows |gradient| as an RGB image (each channel normalised together).
+    Returns:
+        The figure, with 3 axes.
+    """
+    picture = to_display_image(image)
+    figure, axes = plt.subplots(1, 3, figsize=(3 * size, size), squeeze=False)
+    axes[0, 0].imshow(picture)
+    _tidy(axes[0, 0], "input image")
+    reduced = to_display_map(grads)
+    if max_grads or _as_float_numpy(grads).squeeze().ndim == 2:
+        axes[0, 1].imshow(normalize_map(reduced), cmap=cmap, vmin=0.0, vmax=1.0)
+        _tidy(axes[0, 1], "max gradients" if max_grads else "gradients")
+    else:
+        axes[0, 1].imshow(to_display_image(normalize_map(abs(grads))))
+        _tidy(axes[0, 1], "gradients")
+    overlay(picture, reduced, alpha=alpha, cmap=cmap, ax=axes[0, 2], title="overlay")
+    figure.tight_layout()
+    return figure
+
+
+def to_display_image(image: ArrayLike) -> np.ndarray:
+    """An image as a new ``H x W x 3`` float array in ``[0, 1]`` for ``imshow``.
+
+    Tensors are channels-first (``[3, H, W]`` or ``[1, 3, H, W]``); numpy arrays may be
+    ``H x W x 3`` (float in ``[0, 1]`` or uint8) or channels-first; ``[H, W]`` is greyscale.
+    """
+    integer = isinstance(image, np.ndarray) and np.issubdtype(image.dtype, np.integer)
+    values = _as_float_numpy(image)
+    values = values / 255.0 if integer else values
+    if values.ndim == 4 and values.shape[0] == 1:
+        values = values[0]
+    if values.ndim == 2:
+        values = np.repeat(values[..., None], 3, axis=2)
+    elif values.ndim == 3 and _is_channels_first(image, values):
+        values = np.transpose(values, (1, 2, 0))
+    if values.ndim != 3 or values.shape[2] != 3:
+        raise SaliencyLabError(
+            f"image must be [3, H, W], [1, 3, H, W] or H x W x 3, got shape "
+            f"{list(np.shape(image))}."
+        )
+    return np.clip(values, 0.0, 1.0)
+
+
+def _is_channels_first(original: ArrayLike, values: np.ndarray) -> bool:
+    """Tensors follow PyTorch's [C, H, W]; arrays follow imshow's H x W x C unless they can't."""
+    if isinstance(original, torch.Tensor):
+        return values.shape[0] == 3
+    return values.shape[2] != 3 and values.shape[0] == 3
+
+
+def to_display_map(saliency_map: ArrayLike, signed: bool = False) -> np.ndarray:
+    """A map as a new ``[H, W]`` float array: batch/channel dims of size 1 dropped, 3 channels
+    reduced with max |value| (``signed``: summed, which keeps the sign and the total, as
+    Integrated Gradients' completeness needs)."""
+    values = _as_float_numpy(saliency_map)
+    while values.ndim > 2 and values.shape[0] == 1:
+        values = values[0]
+    for axis in (0, 2):
+        if values.ndim == 3 and values.shape[axis] == 3:
+            values = values.sum(axis=axis) if signed else np.abs(values).max(axis=axis)
+            break
+    if values.ndim != 2:
+        raise SaliencyLabError(
+            f"a map must be [H, W], [1, H, W] or [3, H, W] (one image), got shape "
+            f"{list(_as_float_numpy(saliency_map).shape)}: index one image of a batch, maps[i]."
+        )
+    return values
+
+
+def _as_float_numpy(data: ArrayLike) -> np.ndarray:
+    """A float64 numpy COPY of a tensor or array (so callers may modify it freely)."""
+    if isinstance(data, torch.Tensor):
+        return data.detach().to("cpu", torch.float64).numpy().copy()
+    if isinstance(data, np.ndarray):
+        return data.astype(np.float64, copy=True)
+    raise SaliencyLabError(f"expected a torch.Tensor or numpy array, got {type(data).__name__}.")
+
+
+def _resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if values.shape == size:
+        return values
+    resized = torch.nn.functional.interpolate(
+        torch.from_numpy(values)[None, None], size=size, mode="bilinear", align_corners=False
+    )
+    return resized[0, 0].numpy()
+
+
+def _tidy(ax: Axes, title: str | None) -> None:
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
