@@ -31,6 +31,13 @@ def test_an_exact_name_wins_over_longer_names_that_contain_it(idx):
     assert idx["crane bird"] == 134
 
 
+def test_names_that_differ_only_in_case_are_told_apart_by_their_exact_spelling(idx):
+    assert idx["Cardigan"] == 264 and idx.name(264) == "Cardigan"  # the Welsh corgi
+    assert idx["cardigan"] == 474 and idx.name(474) == "cardigan"  # the sweater
+    with pytest.raises(AmbiguousNameError, match=r"'Cardigan' \(264\), 'cardigan' \(474\)"):
+        idx["CARDIGAN"]
+
+
 def test_an_ambiguous_part_lists_the_candidates_with_their_indices(idx):
     with pytest.raises(AmbiguousNameError) as caught:
         idx["cat"]

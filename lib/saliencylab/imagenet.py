@@ -81,6 +81,9 @@ class ImageNetIndex:
                 f"look classes up by name (a str), got {name!r}; use idx.name({name!r}) to "
                 "get the name of a class index."
             )
+        verbatim = [index for index, candidate in enumerate(self._names) if candidate == name]
+        if len(verbatim) == 1:  # 'Cardigan' (the corgi) and 'cardigan' differ only in case
+            return verbatim[0]
         key = _normalise(name)
         exact = [index for index, candidate in enumerate(self._keys) if candidate == key]
         matches = exact or [index for index, _ in self.search(name)]
