@@ -56,8 +56,10 @@ def test_setup_cell_does_nothing_where_saliencylab_is_installed():
 def test_notebook_outside_the_repo_installs_saliencylab_by_its_first_cell(tmp_path):
     notebook_path = nbtools.solution_notebooks()[0]
     wheel_dir = tmp_path / "wheel"
+    source = tmp_path / "lib"  # setuptools writes build/ into the tree it builds: not into ours
+    shutil.copytree(ROOT / "lib", source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(wheel_dir), str(ROOT / "lib")], check=True)
+                    "-w", str(wheel_dir), str(source)], check=True)
     wheel = next(wheel_dir.glob("saliencylab-*.whl"))
 
     venv = tmp_path / "fresh-venv"
