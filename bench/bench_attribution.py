@@ -124,12 +124,11 @@ def build_cases(model: torch.nn.Module, image: torch.Tensor, target: int, scale:
     import captum.attr as ca
 
     from saliencylab import attribution as sl
-    from saliencylab.attribution._base import DEFAULT_BATCH_SIZE as GRAD_BATCH
-    from saliencylab.attribution.occlusion import PIXELS_PER_BATCH
+    from saliencylab.attribution._base import auto_batch_size
     from saliencylab.models import default_layer
 
     layer = default_layer(model)
-    occlusion_batch = max(1, PIXELS_PER_BATCH // (scale.size * scale.size))
+    default_batch = auto_batch_size(model, image)  # what our methods use when batch_size=None
     positions = _positions(scale.size, scale.window, scale.stride)
     spread = float(image.max() - image.min())
     w, s = scale.window, scale.stride
@@ -155,8 +154,8 @@ def build_cases(model: torch.nn.Module, image: torch.Tensor, target: int, scale:
                      image, nt_type="smoothgrad", nt_samples=scale.samples, nt_samples_batch_size=k,
                      stdevs=0.15 * spread, target=target, abs=True), k)
               for k in _settings(scale.captum_batches, scale.samples)},
-             lambda: forward_backward(model, image, target, scale.samples, GRAD_BATCH),
-             f"{scale.samples} fwd+bwd @{GRAD_BATCH}", compare_to_bare=True),
+             lambda: forward_backward(model, image, target, scale.samples, default_batch),
+             f"{scale.samples} fwd+bwd @{default_batch}", compare_to_bare=True),
         Case("gradcam", lambda: sl.gradcam(model, image, target, layer=layer),
              {"-": captum_gradcam}, one_pass, "1 fwd+bwd"),
         Case(f"integrated_gradients {scale.steps}",
@@ -166,8 +165,8 @@ def build_cases(model: torch.nn.Module, image: torch.Tensor, target: int, scale:
                      image, baselines=0.0, target=target, n_steps=scale.steps,
                      method="riemann_middle", internal_batch_size=k), k)
               for k in _settings(scale.captum_batches, scale.steps)},
-             lambda: forward_backward(model, image, target, scale.steps, GRAD_BATCH),
-             f"{scale.steps} fwd+bwd @{GRAD_BATCH}", compare_to_bare=True),
+             lambda: forward_backward(model, image, target, scale.steps, default_batch),
+             f"{scale.steps} fwd+bwd @{default_batch}", compare_to_bare=True),
         Case(f"occlusion {w}/{s}",
              lambda: sl.occlusion(model, image, target, window=w, stride=s),
              {f"perturbations_per_eval={k}": _bind(
@@ -175,8 +174,8 @@ def build_cases(model: torch.nn.Module, image: torch.Tensor, target: int, scale:
                      image, sliding_window_shapes=(3, w, w), strides=(3, s, s), baselines=0.0,
                      target=target, perturbations_per_eval=k), k)
               for k in _settings(scale.captum_batches, positions)},
-             lambda: forward_only(model, image, positions + 1, occlusion_batch),
-             f"{positions + 1} fwd @{occlusion_batch}", compare_to_bare=True),
+             lambda: forward_only(model, image, positions + 1, default_batch),
+             f"{positions + 1} fwd @{default_batch}", compare_to_bare=True),
     ]
 
 
@@ -306,7 +305,9 @@ def memory_child(spec: dict) -> dict:
         model(image)  # one-time set-up of the kernels is not the method's memory
     before = _reset_peak_rss()
     call()
-    return {"peak_growth_mb": (_peak_rss_kb() - before) / 1024}
+    # the kernel's RSS counters are per-CPU approximations (off by up to a few hundred kB), so
+    # a call that allocates nothing can read slightly below its baseline: that is zero growth
+    return {"peak_growth_mb": max(0.0, (_peak_rss_kb() - before) / 1024)}
 
 
 def _status_kb(field_name: str) -> int:
@@ -320,9 +321,7 @@ def _status_kb(field_name: str) -> int:
 def _reset_peak_rss() -> int:
     """Reset the kernel's peak-RSS counter to the current RSS; returns the reset peak in kB.
 
-    The baseline is read from the same counter (VmHWM) as the later peak: VmRSS is synced from
-    per-thread counters at other moments and can read up to ~100 kB above it, which made the
-    growth of a call that allocates nothing come out slightly negative.
+    The baseline is read from the same counter (VmHWM) as the later peak.
     """
     try:
         with open("/proc/self/clear_refs", "w") as clear_refs:
@@ -441,14 +440,15 @@ def run_glibc_sweep(quick: bool) -> dict:
     best = min(occlusion, key=occlusion.get)
     print(f"  fastest occlusion batch without the tunable: {best} "
           f"({occlusion[best]:.1f} ms/image; library default at this size: "
-          f"{_default_occlusion_batch(QUICK.size if quick else FULL.size)})")
+          f"{_default_batch(QUICK.size if quick else FULL.size)})")
     return {"default": without, "tunable": with_tunable, "fastest_occlusion_batch": best}
 
 
-def _default_occlusion_batch(size: int) -> int:
-    from saliencylab.attribution.occlusion import PIXELS_PER_BATCH
+def _default_batch(size: int) -> int:
+    from saliencylab.attribution._base import auto_batch_size
 
-    return max(1, PIXELS_PER_BATCH // (size * size))
+    model, image, _ = load("lite0", size)
+    return auto_batch_size(model, image)
 
 
 # ---------------------------------------------------------------------------------- main

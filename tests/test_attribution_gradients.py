@@ -15,10 +15,10 @@ from typing import Callable
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
 from saliencylab import SaliencyLabError
-from saliencylab.images import UnknownNameError
 from saliencylab.attribution import (
     class_visualization,
     deconvnet,
@@ -31,6 +31,8 @@ from saliencylab.attribution import (
     saliency,
     smoothgrad,
 )
+from saliencylab.attribution._base import auto_batch_size
+from saliencylab.images import UnknownNameError
 
 MapMethod = Callable[..., torch.Tensor]
 
@@ -715,3 +717,27 @@ def test_bad_options_are_clear_errors(
     with pytest.raises(SaliencyLabError, match=message):
         call(tiny, images)
     assert_no_hooks(tiny, images)
+
+
+# ---------------------------------------------------------------- default batch size
+
+
+def test_default_batch_size_keeps_the_largest_activation_under_the_budget(lite0: nn.Module) -> None:
+    alexnet = torchvision.models.alexnet().eval()  # random weights: only the shapes matter
+    image = torch.rand(1, 3, 224, 224)
+    assert auto_batch_size(lite0, image) == 8  # the fastest batch measured in bench/
+    assert auto_batch_size(alexnet, image) == 54  # small activations: big batches pay off
+    assert 32 <= auto_batch_size(lite0, torch.rand(1, 3, 112, 112)) <= 34  # a quarter of the pixels
+    assert_no_hooks(alexnet, image)
+    assert_no_hooks(lite0, image)
+
+
+def test_the_default_batch_size_gives_the_same_maps_as_an_explicit_one(
+    tiny: TinyNet, images: torch.Tensor
+) -> None:
+    for method, options in ((smoothgrad, dict(samples=10, seed=1)), (integrated_gradients, dict(steps=10))):
+        torch.testing.assert_close(
+            method(tiny, images, 1, **options), method(tiny, images, 1, batch_size=3, **options)
+        )
+    with pytest.raises(SaliencyLabError, match="batch_size must be an int >= 1"):
+        smoothgrad(tiny, images, 1, samples=4, batch_size=0)

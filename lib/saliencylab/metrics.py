@@ -37,6 +37,7 @@ from saliencylab._core import (
     resolve_targets,
     select_logits,
 )
+from saliencylab.attribution._base import resolve_batch_size
 
 __all__ = [
     "RandomizationResult",
@@ -130,7 +131,7 @@ def deletion_curve(
     target: TargetLike = None,
     steps: int = 50,
     baseline: BaselineLike = 0.0,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     score: str = "prob",
 ) -> torch.Tensor:
     """Class score as the most salient pixels are deleted first (Petsiuk et al. 2018).
@@ -157,7 +158,8 @@ def deletion_curve(
         baseline: what deleted pixels become: a number (default ``0.0``, black), ``"blur"``
             (the image blurred with an 11 px Gaussian of sigma 5 px, as in RISE), or a tensor
             broadcastable to ``[B, 3, H, W]`` (e.g. a grey ``[3, 1, 1]`` colour).
-        batch_size: perturbed images per forward pass (bounds the memory).
+        batch_size: perturbed images per forward pass (bounds the memory); ``None``: chosen
+            for the model and image size, as in the attribution methods (8 for Lite0 at 224).
         score: ``"prob"`` (softmax probability of the target, default, as in RISE) or
             ``"logit"`` (the raw target logit).
     Returns:
@@ -176,7 +178,7 @@ def insertion_curve(
     target: TargetLike = None,
     steps: int = 50,
     baseline: BaselineLike = "blur",
-    batch_size: int = 8,
+    batch_size: int | None = None,
     score: str = "prob",
 ) -> torch.Tensor:
     """Class score as the most salient pixels are inserted first into a baseline image.
@@ -250,7 +252,7 @@ def _perturbation_curve(
     target: TargetLike,
     steps: int,
     baseline: BaselineLike,
-    batch_size: int,
+    batch_size: int | None,
     score: str,
     insert: bool,
 ) -> torch.Tensor:
@@ -260,7 +262,8 @@ def _perturbation_curve(
     maps, _ = _as_map_batch(saliency_maps)
     _check_maps_match_images(maps, batch)
     steps = _check_positive_int(steps, "steps")
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    if batch_size is not None:
+        batch_size = _check_positive_int(batch_size, "batch_size")
     if score not in _SCORES:
         raise SaliencyLabError(f"score must be one of {_SCORES}, got {score!r}.")
     batch = batch.detach()
@@ -274,6 +277,7 @@ def _perturbation_curve(
     curve = torch.empty(batch.shape[0] * (steps + 1), device=batch.device)
     with eval_mode(model, batch), torch.inference_mode():
         targets = resolve_targets(model, batch, target)
+        batch_size = resolve_batch_size(model, batch, batch_size)
         for chunk in batch_slices(curve.numel(), batch_size):
             pair = torch.arange(chunk.start, chunk.stop, device=batch.device)
             image_index, step_index = pair // (steps + 1), pair % (steps + 1)

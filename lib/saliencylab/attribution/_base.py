@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from saliencylab._core import (
+    HookSet,
     SaliencyLabError,
     TargetLike,
     as_image_batch,
@@ -24,12 +25,18 @@ from saliencylab._core import (
     resolve_targets,
 )
 
-# Images per forward+backward pass in SmoothGrad / Integrated Gradients. SmoothGrad on
-# EfficientNet-Lite0 224x224, CPU time per sample, 1 thread, without GLIBC_TUNABLES: 134, 124,
-# 126, 125, 124 ms at batch 1, 2, 4, 8, 16 (with the tunable: 151, 129, 121, 114, 115 ms).
-# Batches above ~8 gain nothing and, on 2 threads, lose to glibc unmapping and re-faulting
-# the big activation buffers (NOTES.md); 8 also bounds the memory to ~8 backward graphs.
-DEFAULT_BATCH_SIZE = 8
+# Default images per pass (SmoothGrad, Integrated Gradients, occlusion, deletion/insertion):
+# as many as keep the largest single activation tensor of a batch under ACTIVATION_BUDGET.
+# glibc returns every buffer above its mmap threshold (32 MB at most) to the OS and page-faults
+# it in again on the next pass, so batches whose activations cross it get slower per image
+# (NOTES.md). Measured on 2 cores, 224x224, seconds for 169 occlusion windows at batch
+# 4/8/16/32/64: AlexNet (largest activation 0.74 MB per image) 1.70/1.38/1.21/0.98/0.91;
+# ResNet18 (3.1 MB) 3.13/2.73/2.97/3.18/3.19; VGG11 (12.3 MB) flat, 10.2-11.3; Lite0
+# (4.7 MB) fastest at 8 (bench/). The budget gives AlexNet 54, ResNet18 13, Lite0 8, VGG11 3,
+# and for images smaller than 224 proportionally more. Memory grows with the batch, never
+# with samples, steps or window positions.
+ACTIVATION_BUDGET = 40 * 2**20
+MAX_AUTO_BATCH_SIZE = 64
 
 Result = Union[torch.Tensor, tuple[torch.Tensor, ...]]
 
@@ -57,6 +64,33 @@ def explain(
     if isinstance(result, tuple):
         return tuple(part[0] for part in result)
     return result[0]
+
+
+def auto_batch_size(model: nn.Module, images: torch.Tensor) -> int:
+    """Images per pass for ``model`` on images shaped like ``images [B, 3, H, W]``.
+
+    One forward pass of one image (hooks on every leaf module, removed after) finds the largest
+    activation; the batch keeps that tensor under ``ACTIVATION_BUDGET`` (1 to 64 images).
+    """
+    largest = [1]
+
+    def record(_module: nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor):
+            largest[0] = max(largest[0], output.numel() * output.element_size())
+
+    with HookSet() as hooks, torch.inference_mode():
+        for module in model.modules():
+            if next(module.children(), None) is None:
+                hooks.add(module.register_forward_hook(record))
+        model(images[:1])
+    return max(1, min(MAX_AUTO_BATCH_SIZE, ACTIVATION_BUDGET // largest[0]))
+
+
+def resolve_batch_size(model: nn.Module, images: torch.Tensor, batch_size: int | None) -> int:
+    """``batch_size`` checked, or :func:`auto_batch_size` when it is ``None``."""
+    if batch_size is None:
+        return auto_batch_size(model, images)
+    return check_positive_int("batch_size", batch_size)
 
 
 def check_same_device(model: nn.Module, images: torch.Tensor) -> None:

@@ -28,10 +28,10 @@ from saliencylab._core import (
     select_logits,
 )
 from saliencylab.attribution._base import (
-    DEFAULT_BATCH_SIZE,
     check_positive_int,
     check_reduce,
     explain,
+    resolve_batch_size,
     variant_gradients,
 )
 
@@ -44,7 +44,7 @@ def integrated_gradients(
     target: TargetLike = None,
     baseline: float | torch.Tensor | None = None,
     steps: int = 50,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     method: str = "riemann_middle",
     return_error: bool = False,
     reduce: str | None = None,
@@ -58,7 +58,9 @@ def integrated_gradients(
         baseline: ``None`` (black, all zeros), a number (a grey level in ``[0, 1]``), or an
             image ``[3, H, W]`` / ``[B, 3, H, W]``.
         steps: points on the path (gradient evaluations per image).
-        batch_size: path points per forward/backward pass; bounds the memory.
+        batch_size: path points per forward/backward pass; bounds the memory. ``None``:
+            chosen for the model and image size by
+            :func:`~saliencylab.attribution._base.auto_batch_size` (8 for Lite0 at 224x224).
         method: ``"riemann_middle"`` (midpoints ``(k + 0.5) / steps``, the default; Captum's
             ``method="riemann_middle"``), ``"riemann_left"``, ``"riemann_right"``, or
             ``"riemann_trapezoid"`` (the trapezoid rule on ``steps`` points including both
@@ -72,7 +74,6 @@ def integrated_gradients(
         ``error = attributions.sum() - (f(x) - f(baseline))`` per image, before ``reduce``.
     """
     check_positive_int("steps", steps, minimum=2 if method == "riemann_trapezoid" else 1)
-    check_positive_int("batch_size", batch_size)
     if method not in METHODS:
         raise SaliencyLabError(f"method must be one of {METHODS}, got {method!r}.")
     check_reduce(reduce)
@@ -80,20 +81,21 @@ def integrated_gradients(
     def compute(
         batch: torch.Tensor, targets: torch.Tensor
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        per_pass = resolve_batch_size(model, batch, batch_size)
         start = _baseline_like(baseline, batch)
         alphas, weights = _path_points(method, steps, batch)
         path = batch - start
         integral = torch.zeros_like(batch)
-        for chunk in batch_slices(steps, batch_size):
+        for chunk in batch_slices(steps, per_pass):
             alpha, weight = alphas[chunk].view(1, -1, 1, 1, 1), weights[chunk].view(1, -1, 1, 1, 1)
             points = start.unsqueeze(1) + alpha * path.unsqueeze(1)  # [B, chunk, 3, H, W]
-            gradients = variant_gradients(model, points, targets, batch_size)
+            gradients = variant_gradients(model, points, targets, per_pass)
             integral += (weight * gradients).sum(dim=1)
         attributions = path * integral
         if not return_error:
             return reduce_channels(attributions, reduce)
-        logit_change = _target_logits(model, batch, targets, batch_size) - _target_logits(
-            model, start, targets, batch_size
+        logit_change = _target_logits(model, batch, targets, per_pass) - _target_logits(
+            model, start, targets, per_pass
         )
         error = attributions.flatten(1).sum(dim=1) - logit_change
         return reduce_channels(attributions, reduce), error

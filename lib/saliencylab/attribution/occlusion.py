@@ -18,14 +18,7 @@ import torch
 from torch import nn
 
 from saliencylab._core import SaliencyLabError, TargetLike, batch_slices, select_logits
-from saliencylab.attribution._base import check_positive_int, explain
-
-# Default forward batch: as many pixels as 8 images of 224x224. Measured on 2 CPU cores
-# (bench/bench_attribution.py): on Lite0 at 224x224, 8 images per forward was fastest (larger
-# batches make glibc unmap and re-fault the big activation buffers on every call); small images
-# need larger batches to keep the CPU busy (ResNet18 at 32x32: 16 ms/image at batch 8,
-# 6 ms/image at 128), and the activation memory depends on the pixels per batch.
-PIXELS_PER_BATCH = 8 * 224 * 224
+from saliencylab.attribution._base import explain, resolve_batch_size
 
 Pair = tuple[int, int]
 
@@ -52,8 +45,8 @@ def occlusion(
         baseline: what a masked window shows: a number (``0.0`` black, ``0.5`` grey) or an
             image tensor broadcastable to ``[B, 3, H, W]`` (e.g. a blurred copy).
         batch_size: occluded images per forward pass; peak memory is set by this, not by the
-            number of window positions. ``None``: as many as have the pixels of eight
-            224x224 images (8 at 224x224, 392 at 32x32).
+            number of window positions. ``None``: chosen for the model and image size by
+            :func:`~saliencylab.attribution._base.auto_batch_size` (8 for Lite0 at 224x224).
         progress: show a tqdm progress bar (useful in notebooks for small strides).
     Returns:
         ``[B, H, W]`` (``[H, W]`` for a single image) on the images' device: positive where
@@ -61,13 +54,11 @@ def occlusion(
     """
     window_hw = _as_pair(window, "window")
     stride_hw = _as_pair(stride, "stride")
-    if batch_size is not None:
-        check_positive_int("batch_size", batch_size)
 
     def compute(batch: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         size = (batch.shape[-2], batch.shape[-1])
         _check_window(window_hw, stride_hw, size)
-        images_per_forward = batch_size or max(1, PIXELS_PER_BATCH // (size[0] * size[1]))
+        images_per_forward = resolve_batch_size(model, batch, batch_size)
         fill = _broadcast_baseline(baseline, batch)
         starts = _window_starts(size, window_hw, stride_hw)
         with torch.inference_mode():

@@ -26,10 +26,10 @@ from saliencylab._core import (
     reduce_channels,
 )
 from saliencylab.attribution._base import (
-    DEFAULT_BATCH_SIZE,
     check_positive_int,
     check_reduce,
     explain,
+    resolve_batch_size,
     variant_gradients,
 )
 
@@ -43,7 +43,7 @@ def smoothgrad(
     target: TargetLike = None,
     samples: int = 50,
     noise_level: float = 0.15,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     generator: torch.Generator | None = None,
     seed: int | None = None,
     variant: str = "mean",
@@ -58,7 +58,8 @@ def smoothgrad(
         samples: number of noisy copies per image.
         noise_level: noise standard deviation as a fraction of each image's ``max - min``.
         batch_size: noisy images per forward/backward pass; memory grows with this, not with
-            ``samples``.
+            ``samples``. ``None``: chosen for the model and image size by
+            :func:`~saliencylab.attribution._base.auto_batch_size` (8 for Lite0 at 224x224).
         generator / seed: make the noise reproducible (give at most one). Without either, the
             noise comes from torch's global RNG.
         variant: ``"mean"`` (SmoothGrad, E[g]), ``"squared"`` (SmoothGrad-Squared, E[g^2]) or
@@ -70,7 +71,6 @@ def smoothgrad(
         ``[B, H, W]`` or ``[B, 3, H, W]`` on the images' device.
     """
     check_positive_int("samples", samples)
-    check_positive_int("batch_size", batch_size)
     is_number = isinstance(noise_level, (int, float)) and not isinstance(noise_level, bool)
     if not is_number or noise_level < 0:
         raise SaliencyLabError(
@@ -83,17 +83,18 @@ def smoothgrad(
     check_reduce(reduce)
 
     def compute(batch: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        per_pass = resolve_batch_size(model, batch, batch_size)
         noise_std = noise_level * _value_range(batch)
         rng = make_generator(seed, generator, batch.device)
         grad_sum = torch.zeros_like(batch)
         grad_sq_sum = torch.zeros_like(batch)
-        for chunk in batch_slices(samples, batch_size):
+        for chunk in batch_slices(samples, per_pass):
             noise = torch.randn(
                 (chunk.stop - chunk.start, *batch.shape[1:]),
                 generator=rng, device=batch.device, dtype=batch.dtype,
             )
             noisy = batch.unsqueeze(1) + noise_std * noise  # [B, chunk, 3, H, W]
-            gradients = variant_gradients(model, noisy, targets, batch_size)
+            gradients = variant_gradients(model, noisy, targets, per_pass)
             grad_sum += gradients.sum(dim=1)
             grad_sq_sum += gradients.square().sum(dim=1)
         mean, mean_sq = grad_sum / samples, grad_sq_sum / samples
