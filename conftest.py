@@ -34,6 +34,12 @@ def pytest_xdist_node_collection_finished(node, ids: list[str]) -> None:
     longer read the ``_nodeid`` that xdist 3.8 rewrites (hence ``pytest<9.2`` in lib/pyproject).
     """
     if node.config.getvalue("dist") != "loadgroup":
+        if any(".ipynb::" in nodeid for nodeid in ids):
+            pytest.exit(
+                "notebook cells must run in order in one kernel: add `--dist loadgroup` to "
+                "`pytest -n N` (as `make test` does), or run the notebooks without -n.",
+                returncode=4,
+            )
         return
     ungrouped = [nodeid for nodeid in ids if nodeid.rfind("@") <= nodeid.rfind("]")]
     if ungrouped:
