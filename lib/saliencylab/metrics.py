@@ -37,7 +37,7 @@ from saliencylab._core import (
     resolve_targets,
     select_logits,
 )
-from saliencylab.attribution._base import resolve_batch_size
+from saliencylab.attribution._base import auto_batch_size
 
 __all__ = [
     "RandomizationResult",
@@ -277,8 +277,7 @@ def _perturbation_curve(
     curve = torch.empty(batch.shape[0] * (steps + 1), device=batch.device)
     with eval_mode(model, batch), torch.inference_mode():
         targets = resolve_targets(model, batch, target)
-        batch_size = resolve_batch_size(model, batch, batch_size)
-        for chunk in batch_slices(curve.numel(), batch_size):
+        for chunk in batch_slices(curve.numel(), batch_size or auto_batch_size(model, batch)):
             pair = torch.arange(chunk.start, chunk.stop, device=batch.device)
             image_index, step_index = pair // (steps + 1), pair % (steps + 1)
             changed = order_rank[image_index] < pixels_changed[step_index, None]

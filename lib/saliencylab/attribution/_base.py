@@ -86,11 +86,9 @@ def auto_batch_size(model: nn.Module, images: torch.Tensor) -> int:
     return max(1, min(MAX_AUTO_BATCH_SIZE, ACTIVATION_BUDGET // largest[0]))
 
 
-def resolve_batch_size(model: nn.Module, images: torch.Tensor, batch_size: int | None) -> int:
-    """``batch_size`` checked, or :func:`auto_batch_size` when it is ``None``."""
-    if batch_size is None:
-        return auto_batch_size(model, images)
-    return check_positive_int("batch_size", batch_size)
+def check_batch_size(batch_size: int | None) -> int | None:
+    """``None`` (choose with :func:`auto_batch_size` later) or an int >= 1; checked up front."""
+    return None if batch_size is None else check_positive_int("batch_size", batch_size)
 
 
 def check_same_device(model: nn.Module, images: torch.Tensor) -> None:

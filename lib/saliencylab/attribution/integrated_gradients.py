@@ -28,10 +28,11 @@ from saliencylab._core import (
     select_logits,
 )
 from saliencylab.attribution._base import (
+    auto_batch_size,
+    check_batch_size,
     check_positive_int,
     check_reduce,
     explain,
-    resolve_batch_size,
     variant_gradients,
 )
 
@@ -74,6 +75,7 @@ def integrated_gradients(
         ``error = attributions.sum() - (f(x) - f(baseline))`` per image, before ``reduce``.
     """
     check_positive_int("steps", steps, minimum=2 if method == "riemann_trapezoid" else 1)
+    check_batch_size(batch_size)
     if method not in METHODS:
         raise SaliencyLabError(f"method must be one of {METHODS}, got {method!r}.")
     check_reduce(reduce)
@@ -81,7 +83,7 @@ def integrated_gradients(
     def compute(
         batch: torch.Tensor, targets: torch.Tensor
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        per_pass = resolve_batch_size(model, batch, batch_size)
+        per_pass = batch_size or auto_batch_size(model, batch)
         start = _baseline_like(baseline, batch)
         alphas, weights = _path_points(method, steps, batch)
         path = batch - start

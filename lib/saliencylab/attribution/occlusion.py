@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from saliencylab._core import SaliencyLabError, TargetLike, batch_slices, select_logits
-from saliencylab.attribution._base import explain, resolve_batch_size
+from saliencylab.attribution._base import auto_batch_size, check_batch_size, explain
 
 Pair = tuple[int, int]
 
@@ -54,11 +54,12 @@ def occlusion(
     """
     window_hw = _as_pair(window, "window")
     stride_hw = _as_pair(stride, "stride")
+    check_batch_size(batch_size)
 
     def compute(batch: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         size = (batch.shape[-2], batch.shape[-1])
         _check_window(window_hw, stride_hw, size)
-        images_per_forward = resolve_batch_size(model, batch, batch_size)
+        images_per_forward = batch_size or auto_batch_size(model, batch)
         fill = _broadcast_baseline(baseline, batch)
         starts = _window_starts(size, window_hw, stride_hw)
         with torch.inference_mode():

@@ -26,10 +26,11 @@ from saliencylab._core import (
     reduce_channels,
 )
 from saliencylab.attribution._base import (
+    auto_batch_size,
+    check_batch_size,
     check_positive_int,
     check_reduce,
     explain,
-    resolve_batch_size,
     variant_gradients,
 )
 
@@ -71,6 +72,7 @@ def smoothgrad(
         ``[B, H, W]`` or ``[B, 3, H, W]`` on the images' device.
     """
     check_positive_int("samples", samples)
+    check_batch_size(batch_size)
     is_number = isinstance(noise_level, (int, float)) and not isinstance(noise_level, bool)
     if not is_number or noise_level < 0:
         raise SaliencyLabError(
@@ -83,7 +85,7 @@ def smoothgrad(
     check_reduce(reduce)
 
     def compute(batch: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        per_pass = resolve_batch_size(model, batch, batch_size)
+        per_pass = batch_size or auto_batch_size(model, batch)
         noise_std = noise_level * _value_range(batch)
         rng = make_generator(seed, generator, batch.device)
         grad_sum = torch.zeros_like(batch)
