@@ -11,11 +11,12 @@ PYTEST_WORKERS ?= 2
 
 setup: $(STAMP)
 
-# Re-run the install when the dependency list changes.
-$(STAMP): lib/pyproject.toml tools/setup_kernel.py
+# Re-run the install when the dependency list changes. constraints.txt pins the versions the
+# course is tested with (the package itself states only lower bounds).
+$(STAMP): lib/pyproject.toml constraints.txt tools/setup_kernel.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet "pip>=23.2"
-	$(PY) -m pip install --quiet -e "lib[course,test]"
+	$(PY) -m pip install --quiet -c constraints.txt -e "lib[course,test]"
 	$(PY) tools/setup_kernel.py
 	@touch $(STAMP)
 

@@ -9,6 +9,8 @@ are not beside it either, so the package's fallback (train and cache) runs too.
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import os
 import shutil
 import site
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -53,23 +56,71 @@ def test_setup_cell_does_nothing_where_saliencylab_is_installed():
     assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
 
 
-def test_notebook_outside_the_repo_installs_saliencylab_by_its_first_cell(tmp_path):
-    notebook_path = nbtools.solution_notebooks()[0]
-    wheel_dir = tmp_path / "wheel"
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """A wheel of the saliencylab package, built from a copy of lib/."""
+    tmp_path = tmp_path_factory.mktemp("wheel")
     source = tmp_path / "lib"  # setuptools writes build/ into the tree it builds: not into ours
     shutil.copytree(ROOT / "lib", source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(wheel_dir), str(source)], check=True)
-    wheel = next(wheel_dir.glob("saliencylab-*.whl"))
+                    "-w", str(tmp_path / "dist"), str(source)], check=True)
+    return next((tmp_path / "dist").glob("saliencylab-*.whl"))
 
-    venv = tmp_path / "fresh-venv"
+
+def fresh_venv_seeing_course_packages(venv: Path) -> tuple[Path, Path]:
+    """A venv without saliencylab in which the course venv's third-party packages (torch,
+    jupyter, pip) stay visible, like Colab's preinstalled ones. Returns (python, site-packages)."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     fresh_python = venv / "bin" / "python"
-    fresh_site = subprocess.run([str(fresh_python), "-c", "import site; print(site.getsitepackages()[0])"],
-                                capture_output=True, text=True, check=True).stdout.strip()
-    # Third-party packages (torch, jupyter, pip) stay visible, like Colab's preinstalled ones;
+    fresh_site = Path(subprocess.run([str(fresh_python), "-c", "import site; print(site.getsitepackages()[0])"],
+                                     capture_output=True, text=True, check=True).stdout.strip())
     # saliencylab's editable install is a .pth hook that a plain path entry does not run.
-    (Path(fresh_site) / "course_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    (fresh_site / "course_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    return fresh_python, fresh_site
+
+
+def fake_distribution(site_packages: Path, name: str, version: str) -> None:
+    """Metadata of an installed distribution, enough for pip's resolver (no code)."""
+    info = site_packages / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "INSTALLER").write_text("pip\n")
+    (info / "RECORD").write_text("")
+
+
+def test_installing_the_package_keeps_a_newer_torch_in_place(wheel, tmp_path):
+    # Colab ships its own (newer, CUDA) torch; the setup cell must not replace it. A venv whose
+    # only "installed" packages are metadata (a newer torch and torchvision, every other
+    # dependency at this venv's version) is enough to see pip's decision, offline.
+    venv = tmp_path / "colab-like"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    fresh_python = venv / "bin" / "python"
+    fresh_site = Path(subprocess.run([str(fresh_python), "-c", "import site; print(site.getsitepackages()[0])"],
+                                     capture_output=True, text=True, check=True).stdout.strip())
+    newer = {"torch": "2.99.0", "torchvision": "0.99.0"}
+    for requirement in map(Requirement, importlib.metadata.requires("saliencylab")):
+        if requirement.marker is None:  # not an extra
+            fake_distribution(fresh_site, requirement.name,
+                              newer.get(requirement.name) or importlib.metadata.version(requirement.name))
+    # os.devnull: none of this machine's pip configuration (it caps torch at the version on its disk).
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PIP_")}
+    env.update(PIP_CONFIG_FILE=os.devnull, PYTHONNOUSERSITE="1")
+    report = tmp_path / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(fresh_python), "install", "--dry-run", "--no-index",
+         "--find-links", str(wheel.parent), "--report", str(report), "saliencylab"],
+        env=env, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    to_install = {item["metadata"]["name"]: item["metadata"]["version"]
+                  for item in json.loads(report.read_text())["install"]}
+    assert to_install == {"saliencylab": "0.1.0"}, f"pip would also install {to_install}"
+
+
+def test_notebook_outside_the_repo_installs_saliencylab_by_its_first_cell(wheel, tmp_path):
+    notebook_path = nbtools.solution_notebooks()[0]
+    fresh_python, _ = fresh_venv_seeing_course_packages(tmp_path / "fresh-venv")
+    venv = tmp_path / "fresh-venv"
     probe = subprocess.run([str(fresh_python), "-c", "import importlib.util as u; print(u.find_spec('saliencylab'))"],
                            capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "None", "saliencylab must not be importable before the cell runs"

@@ -27,19 +27,47 @@ def environment_requirements() -> set[str]:
     return {str(Requirement(r)) for r in pip_lines if not r.startswith("-e ")}
 
 
-def test_environment_yml_matches_pyproject():
-    in_pyproject, in_environment = pyproject_requirements(), environment_requirements()
-    assert in_pyproject == in_environment, (
-        f"only in lib/pyproject.toml: {sorted(in_pyproject - in_environment)}; "
-        f"only in environment.yml: {sorted(in_environment - in_pyproject)}"
+def course_constraints() -> dict[str, Requirement]:
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    pins = [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
+    return {pin.name: pin for pin in pins}
+
+
+def test_environment_yml_matches_pyproject_with_the_course_pins():
+    pins = course_constraints()
+    expected = {r for r in pyproject_requirements() if Requirement(r).name not in pins}
+    expected |= {str(pin) for pin in pins.values()}
+    in_environment = environment_requirements()
+    assert expected == in_environment, (
+        f"only in lib/pyproject.toml + constraints.txt: {sorted(expected - in_environment)}; "
+        f"only in environment.yml: {sorted(in_environment - expected)}"
     )
 
 
-def test_torch_pins_admit_this_machine_and_nothing_newer():
+def test_the_package_states_lower_bounds_only_so_colab_keeps_its_torch():
+    # An upper bound makes `pip install saliencylab` replace a newer torch (Colab's CUDA build).
     requirements = {Requirement(r).name: Requirement(r) for r in pyproject_requirements()}
-    for name, here, newer in [("torch", "2.14.1", "2.15.0"), ("torchvision", "0.29.1", "0.30.0")]:
-        assert Version(here) in requirements[name].specifier, f"{name} {here} must satisfy the pin"
-        assert Version(newer) not in requirements[name].specifier, f"{name} must not require/allow {newer}"
+    for name, oldest_supported, newer in [("torch", "2.2", "2.15.0"), ("torchvision", "0.17", "0.30.0")]:
+        assert Version(oldest_supported) in requirements[name].specifier
+        assert Version(newer) in requirements[name].specifier, f"{name} {newer} must be allowed"
+        assert Version("99.0") in requirements[name].specifier, f"{name}: no upper bound in the package"
+
+
+def test_course_pins_are_exact_and_satisfy_the_package():
+    requirements = {Requirement(r).name: Requirement(r) for r in pyproject_requirements()}
+    pins = course_constraints()
+    assert set(pins) == {"torch", "torchvision"}
+    for name, pin in pins.items():
+        (exact,) = pin.specifier
+        assert exact.operator == "==", f"constraints.txt pins {name} exactly"
+        assert Version(exact.version) in requirements[name].specifier
+    # The pair that installs offline on the course's machines (a mismatched pair fails to import).
+    assert str(pins["torch"].specifier) == "==2.14.1" and str(pins["torchvision"].specifier) == "==0.29.1"
+
+
+def test_make_installs_with_the_course_constraints():
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"pip install .*-c constraints\.txt", makefile)
 
 
 def test_sqlalchemy_below_2_1_for_quiet_nbgrader():
