@@ -3,8 +3,8 @@ nothing where it is installed.
 
 The Colab case is reproduced without the network: a fresh venv outside the repository sees the
 already-installed third-party packages (torch, ...) but not saliencylab, and the notebook's own
-first cell installs saliencylab from a wheel (``SALIENCYLAB_PIP_SPEC``). The digits-CNN weights
-are not beside it either, so the package's fallback (train and cache) runs too.
+first cell installs saliencylab from a wheel (``SALIENCYLAB_PIP_SPEC``), whose digits-CNN weights
+are the course's own (shipped inside the package, so Colab gets the same model).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import shutil
 import site
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import nbformat
@@ -65,6 +66,14 @@ def wheel(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp_path / "dist"), str(source)], check=True)
     return next((tmp_path / "dist").glob("saliencylab-*.whl"))
+
+
+def test_the_wheel_carries_the_trained_digits_weights(wheel):
+    # A pip install (Colab) must use the very model the stored notebook outputs were made with,
+    # not one retrained on another CPU (other weights, other numbers).
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert {"saliencylab/data/digits_cnn.pt", "saliencylab/data/digits_cnn.json"} <= names
 
 
 def fresh_venv_seeing_course_packages(venv: Path) -> tuple[Path, Path]:

@@ -25,7 +25,7 @@ from saliencylab.models import (
     load_model,
 )
 
-COURSE_DATA = Path(__file__).resolve().parents[1] / "data"
+SHIPPED = digits.PACKAGED_DATA_DIR
 
 # What EfficientNet-Lite0 must see in the bundled photos (any one of the names, top-1).
 EXPECTED_TOP1 = {
@@ -260,10 +260,10 @@ def test_digits_images_follow_the_course_convention_with_a_fixed_disjoint_split(
 def test_digits_cnn_is_small_frozen_and_accurate_on_held_out_digits(digits_cnn):
     assert _is_frozen_eval_model(digits_cnn)
     assert digits_cnn.class_names == tuple("0123456789") and digits_cnn.input_size == 32
-    assert (COURSE_DATA / "digits_cnn.pt").stat().st_size < 1_000_000
+    assert (SHIPPED / "digits_cnn.pt").stat().st_size < 1_000_000
     assert any(isinstance(m, nn.ReLU) and not m.inplace for m in digits_cnn.modules())
     images, labels = digits.load_digits_images("test")
-    stored = json.loads((COURSE_DATA / "digits_cnn.json").read_text())
+    stored = json.loads((SHIPPED / "digits_cnn.json").read_text())
     accuracy = digits.accuracy(digits_cnn, images, labels)
     assert accuracy >= 0.97
     assert accuracy == stored["test_accuracy"]
@@ -279,12 +279,19 @@ def test_digits_weights_are_found_through_saliencylab_data(monkeypatch, tmp_path
     assert torch.equal(model.features.block1[0].weight, replacement["features.block1.0.weight"])
 
 
-def test_without_stored_weights_digits_cnn_retrains_reproducibly_and_caches(
+# Retraining on another CPU (or another oneDNN/ATen code path) gives other weights: measured
+# held-out accuracy 98.2-98.9 % under four numeric configurations against the shipped 98.4 %,
+# and 98.4-98.9 % agreement with the shipped model's predictions. Margins: twice that spread.
+RETRAINED_ACCURACY_TOLERANCE = 0.015
+RETRAINED_MIN_AGREEMENT = 0.97
+
+
+def test_without_stored_weights_digits_cnn_retrains_to_the_same_accuracy_and_caches(
     monkeypatch, tmp_path, capsys
 ):
-    # As in a pip install (no course data/ folder) with an empty cache.
+    # As in a package whose data folder is missing, with an empty cache.
     monkeypatch.delenv("SALIENCYLAB_DATA", raising=False)
-    monkeypatch.setattr(digits, "COURSE_DATA_DIR", tmp_path / "no_course")
+    monkeypatch.setattr(digits, "PACKAGED_DATA_DIR", tmp_path / "no_package_data")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     threads = torch.get_num_threads()
     retrained = load_model("digits_cnn")
@@ -293,16 +300,35 @@ def test_without_stored_weights_digits_cnn_retrains_reproducibly_and_caches(
     cached = tmp_path / "cache" / "saliencylab" / digits.WEIGHTS_FILENAME
     assert cached.is_file()
 
-    stored = json.loads((COURSE_DATA / "digits_cnn.json").read_text())
+    stored = json.loads((SHIPPED / "digits_cnn.json").read_text())
     images, labels = digits.load_digits_images("test")
-    assert digits.accuracy(retrained, images, labels) == stored["test_accuracy"]
-    shipped = torch.load(COURSE_DATA / digits.WEIGHTS_FILENAME, weights_only=True)
-    for name, tensor in retrained.state_dict().items():
-        assert torch.allclose(tensor, shipped[name], atol=1e-4), name
+    retrained_accuracy = digits.accuracy(retrained, images, labels)
+    assert abs(retrained_accuracy - stored["test_accuracy"]) <= RETRAINED_ACCURACY_TOLERANCE
+    shipped = digits.build_digits_cnn()
+    shipped.load_state_dict(torch.load(SHIPPED / digits.WEIGHTS_FILENAME, weights_only=True))
+    shipped.eval()
+    with torch.no_grad():
+        agreement = (retrained(images).argmax(1) == shipped(images).argmax(1)).float().mean().item()
+    assert agreement >= RETRAINED_MIN_AGREEMENT
     # The second load reads the cache instead of training again.
     reloaded = load_model("digits_cnn")
     assert torch.equal(reloaded.classifier.fc.weight, retrained.classifier.fc.weight)
     assert "training" not in capsys.readouterr().err
+
+
+def test_digits_training_is_deterministic_on_one_machine():
+    # Same process, same CPU: bit-identical weights (one short epoch keeps this cheap).
+    settings = digits.DigitsTrainingSettings(epochs=1)
+    first, _ = digits.train_digits_cnn(settings)
+    second, _ = digits.train_digits_cnn(settings)
+    for (name, tensor), other in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(tensor, other), name
+
+
+def test_shipped_weights_match_their_record():
+    stored = json.loads((SHIPPED / "digits_cnn.json").read_text())
+    shipped = torch.load(SHIPPED / digits.WEIGHTS_FILENAME, weights_only=True)
+    assert digits.state_dict_sha256(shipped) == stored["sha256"]
 
 
 @pytest.mark.parametrize("call", [

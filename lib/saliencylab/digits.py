@@ -3,7 +3,14 @@
 The digits are 8x8 greyscale with values 0..16. To follow the course convention (RGB float
 images ``[B, 3, H, W]`` in ``[0, 1]``) they are scaled to ``[0, 1]``, upsampled bilinearly to
 ``32 x 32`` and repeated to 3 channels, so every attribution method runs on this model
-unchanged. The train/test split is fixed (seeded), and training is seeded and deterministic.
+unchanged. The train/test split is fixed (seeded), the same on every machine.
+
+The trained weights ship inside the package (``saliencylab/data/digits_cnn.pt``, 50 KB), so a
+pip install (Colab) uses exactly the model the course's outputs were made with. Retraining is
+seeded and deterministic on one machine, but not across machines: another CPU rounds the
+convolutions differently, the weights drift apart over the epochs, and the held-out accuracy
+lands within about a percentage point of the shipped model's (measured 98.2-98.9 % against
+98.4 %).
 
 ``load_model("digits_cnn")`` (in :mod:`saliencylab.models`) loads the stored weights; this
 module holds the architecture, the data and the training recipe that produced them.
@@ -32,7 +39,7 @@ __all__ = [
     "DIGITS_IMAGE_SIZE",
     "DIGITS_CLASS_NAMES",
     "WEIGHTS_FILENAME",
-    "COURSE_DATA_DIR",
+    "PACKAGED_DATA_DIR",
     "DigitsTrainingSettings",
     "build_digits_cnn",
     "load_digits_images",
@@ -50,8 +57,8 @@ DIGITS_IMAGE_SIZE = 32
 DIGITS_CLASS_NAMES = tuple(str(digit) for digit in range(10))
 
 WEIGHTS_FILENAME = "digits_cnn.pt"
-COURSE_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
-"""The course's ``data/`` folder (``lib/saliencylab/../../data``); absent in a pip install."""
+PACKAGED_DATA_DIR = Path(__file__).resolve().parent / "data"
+"""The weights shipped with the package (``saliencylab/data``), in the wheel too."""
 _TEST_FRACTION = 0.25
 _SPLIT_SEED = 0
 
@@ -64,7 +71,7 @@ class DigitsTrainingSettings:
     batch_size: int = 32
     learning_rate: float = 1e-2  # the peak of a one-cycle schedule
     seed: int = 0
-    num_threads: int = 1  # one thread: the same summation order, hence the same weights
+    num_threads: int = 1  # one thread: on a given CPU the same summation order, the same weights
 
 
 def build_digits_cnn() -> nn.Sequential:
@@ -257,14 +264,14 @@ def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
 def weights_candidates() -> list[Path]:
     """Where the trained weights are looked for, in order.
 
-    ``$SALIENCYLAB_DATA/digits_cnn.pt``, the course's ``data/digits_cnn.pt`` (found from the
-    package path: ``lib/saliencylab/../../data``), and the cache
-    ``~/.cache/saliencylab/digits_cnn.pt`` (``$XDG_CACHE_HOME`` is honoured).
+    ``$SALIENCYLAB_DATA/digits_cnn.pt``, the weights shipped in the package
+    (``saliencylab/data/digits_cnn.pt``), and the cache ``~/.cache/saliencylab/digits_cnn.pt``
+    (``$XDG_CACHE_HOME`` is honoured).
     """
     folders = [Path(os.environ["SALIENCYLAB_DATA"]).expanduser()] if os.environ.get(
         "SALIENCYLAB_DATA"
     ) else []
-    folders += [COURSE_DATA_DIR, _cache_dir()]
+    folders += [PACKAGED_DATA_DIR, _cache_dir()]
     return [folder / WEIGHTS_FILENAME for folder in folders]
 
 
@@ -274,7 +281,7 @@ def _cache_dir() -> Path:
 
 def load_trained_state_dict() -> dict[str, torch.Tensor]:
     """The trained weights: from the first file in :func:`weights_candidates`, or, when
-    there is none (e.g. a pip install on Colab), trained now (seconds) and cached."""
+    there is none (a package whose data folder was removed), trained now (seconds) and cached."""
     for path in weights_candidates():
         if path.is_file():
             try:
