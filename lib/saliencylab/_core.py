@@ -21,6 +21,37 @@ class SaliencyLabError(ValueError):
     """A mistake in how a saliencylab function was called; the message says how to fix it."""
 
 
+DEVICE_VARIABLE = "SALIENCYLAB_DEVICE"
+
+
+def course_device() -> torch.device:
+    """The device the course's models and images are put on: ``$SALIENCYLAB_DEVICE``.
+
+    ``"cpu"`` when unset (every lesson runs on a laptop CPU); ``"cuda"`` (or ``"cuda:1"``,
+    ``"mps"``) to run the lessons on a GPU, e.g. on Colab with ``%env SALIENCYLAB_DEVICE=cuda``
+    before the first import; ``"auto"`` for CUDA where there is one. :func:`load_model`,
+    :func:`to_tensor` and :func:`load_digits_images` put what they return there; tensors you
+    create yourself go there with ``.to(image.device)``.
+    """
+    import os
+
+    wanted = os.environ.get(DEVICE_VARIABLE, "cpu").strip().lower() or "cpu"
+    if wanted == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(wanted)
+    except RuntimeError as error:
+        raise SaliencyLabError(
+            f"{DEVICE_VARIABLE}={wanted!r} is not a device: use cpu, cuda, cuda:N, mps or auto."
+        ) from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SaliencyLabError(
+            f"{DEVICE_VARIABLE}={wanted!r} but this torch sees no CUDA GPU: unset it (CPU), or "
+            "use auto to take a GPU only where there is one (on Colab: Runtime > Change runtime type)."
+        )
+    return device
+
+
 def as_image_batch(images: torch.Tensor, name: str = "images") -> tuple[torch.Tensor, bool]:
     """Check an image tensor and give it a batch dimension.
 

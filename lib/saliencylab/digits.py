@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from saliencylab._core import SaliencyLabError
+from saliencylab._core import SaliencyLabError, course_device
 
 __all__ = [
     "DIGITS_IMAGE_SIZE",
@@ -122,12 +122,16 @@ def build_digits_cnn() -> nn.Sequential:
     )
 
 
-def load_digits_images(split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+def load_digits_images(
+    split: str = "test", device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's digits as course images (bundled with scikit-learn: no download).
 
     Args:
         split: ``"train"`` (75 %), ``"test"`` (25 %, held out from training) or ``"all"``.
             The split is fixed (a seeded permutation), the same on every machine.
+        device: where the tensors go; ``None``: :func:`~saliencylab.models.course_device`
+            (the CPU unless ``$SALIENCYLAB_DEVICE`` says otherwise).
     Returns:
         ``(images [N, 3, 32, 32] float in [0, 1], labels [N] long)``.
     """
@@ -142,7 +146,8 @@ def load_digits_images(split: str = "test") -> tuple[torch.Tensor, torch.Tensor]
             f"split must be one of {sorted(indices)}, got {split!r}."
         )
     chosen = torch.as_tensor(indices[split])
-    return _upsample_to_rgb(pixels[chosen]), labels[chosen]
+    device = course_device() if device is None else device
+    return _upsample_to_rgb(pixels[chosen]).to(device), labels[chosen].to(device)
 
 
 def _split_indices(count: int) -> dict[str, np.ndarray]:
@@ -179,8 +184,9 @@ def train_digits_cnn(
         ``(model in eval mode with requires_grad False, info)`` where ``info`` holds the
         held-out ``test_accuracy``, the ``settings`` and the weights' ``sha256``.
     """
-    train_images, train_labels = load_digits_images("train")
-    test_images, test_labels = load_digits_images("test")
+    # On the CPU whatever the course device: the shipped weights were made there.
+    train_images, train_labels = load_digits_images("train", device="cpu")
+    test_images, test_labels = load_digits_images("test", device="cpu")
     with _deterministic_torch(settings.seed, settings.num_threads):
         model = build_digits_cnn()
         _fit(model, train_images, train_labels, settings)

@@ -25,7 +25,7 @@ import PIL.ImageOps
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from saliencylab._core import SaliencyLabError, as_image_batch
+from saliencylab._core import SaliencyLabError, as_image_batch, course_device
 
 __all__ = [
     "SAMPLE_IMAGES",
@@ -288,14 +288,17 @@ def to_tensor(image: ImageLike, size: int | None = 224) -> torch.Tensor:
 
     The shorter side is resized to ``size`` (bilinear, antialiased), then the centre is
     cropped to a square. ``size=None`` keeps the original ``[1, 3, H, W]``. Accepts anything
-    :func:`load_image` accepts; an image tensor keeps its float values (no 8-bit rounding).
+    :func:`load_image` accepts; an image tensor keeps its float values (no 8-bit rounding) and
+    its device, anything else goes to :func:`~saliencylab.models.course_device` (the CPU unless
+    ``$SALIENCYLAB_DEVICE`` says otherwise).
     """
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
         raise SaliencyLabError(f"size must be a positive int or None, got {size!r}.")
     if isinstance(image, torch.Tensor):
         tensor = _single_image(image, "to_tensor").float()
     else:
-        tensor = TF.to_dtype(TF.pil_to_tensor(load_image(image)), torch.float32, scale=True)
+        pixels = TF.pil_to_tensor(load_image(image)).to(course_device())
+        tensor = TF.to_dtype(pixels, torch.float32, scale=True)
     if size is not None:
         tensor = TF.center_crop(TF.resize(tensor, size, antialias=True), [size, size])
     return tensor.clamp(0.0, 1.0).unsqueeze(0)

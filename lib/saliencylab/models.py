@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from saliencylab._core import HookSet, SaliencyLabError, eval_mode
+from saliencylab._core import HookSet, SaliencyLabError, course_device, eval_mode
 from saliencylab.images import unknown_name_error
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "Normalize",
     "load_model",
     "default_layer",
+    "course_device",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -75,7 +76,8 @@ def load_model(
         seed: seed of the random initialisation; the global RNG is left untouched.
     Returns:
         The model in eval mode with ``requires_grad=False`` on every parameter, with
-        ``class_names`` (tuple of str) and ``input_size`` (int) attributes.
+        ``class_names`` (tuple of str) and ``input_size`` (int) attributes, on
+        :func:`course_device` (the CPU unless ``$SALIENCYLAB_DEVICE`` says otherwise).
     Raises:
         SaliencyLabError: unknown name (lists the valid ones), or torchvision weights that
             are neither cached nor downloadable (efficientnet_lite0 works offline).
@@ -88,7 +90,7 @@ def load_model(
         model, class_names, input_size = _BUILDERS[key](key, pretrained)
     model.class_names = tuple(class_names)
     model.input_size = input_size
-    return model.eval().requires_grad_(False)
+    return model.eval().requires_grad_(False).to(course_device())
 
 
 # ---------------------------------------------------------------- EfficientNet-Lite0
