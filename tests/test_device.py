@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from saliencylab import SaliencyLabError
-from saliencylab.attribution import gradcam, saliency
+from saliencylab.attribution import gradcam, saliency, smoothgrad
 from saliencylab.digits import load_digits_images
 from saliencylab.images import sample_image, to_tensor
 from saliencylab.models import course_device, load_model
@@ -72,6 +72,21 @@ def test_models_images_and_maps_go_to_the_gpu_and_agree_with_the_cpu(monkeypatch
         # TF32 and other kernels: close, not equal.
         correlation = torch.corrcoef(torch.stack([gpu_map.cpu().flatten(), on_cpu[name].flatten()]))[0, 1]
         assert correlation > 0.99, (name, correlation.item())
+
+
+@needs_cuda
+def test_a_seed_or_a_cpu_generator_gives_the_same_smoothgrad_noise_on_the_gpu(digits_cnn):
+    images = load_digits_images("test", device="cpu")[0][:3]
+    on_cpu = smoothgrad(digits_cnn, images, 4, samples=6, seed=3)
+    gpu_model = digits_cnn.to("cuda")
+    try:
+        with_seed = smoothgrad(gpu_model, images.cuda(), 4, samples=6, seed=3)
+        with_generator = smoothgrad(gpu_model, images.cuda(), 4, samples=6,
+                                    generator=torch.Generator().manual_seed(3))
+    finally:
+        digits_cnn.to("cpu")  # a session-wide fixture
+    assert torch.allclose(with_seed.cpu(), on_cpu, rtol=1e-3, atol=1e-5)
+    assert torch.equal(with_seed, with_generator)
 
 
 @needs_cuda

@@ -270,19 +270,33 @@ def reduce_channels(maps: torch.Tensor, reduce: str | None) -> torch.Tensor:
     return reducers[reduce](maps)
 
 
-def make_generator(
-    seed: int | None, generator: torch.Generator | None, device: torch.device
-) -> torch.Generator | None:
-    """The generator to draw random numbers from: ``generator``, else one seeded with ``seed``."""
+def make_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
+    """The generator to draw random numbers from: ``generator``, else one seeded with ``seed``.
+
+    A seeded generator lives on the CPU, so that a seed gives the same draws on every machine,
+    GPU or not; :func:`random_normal` moves the draws to the data's device.
+    """
     if generator is not None:
         if seed is not None:
             raise SaliencyLabError("give either seed= or generator=, not both.")
         return generator
     if seed is None:
         return None
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    return gen
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
+def random_normal(
+    shape: Sequence[int], generator: torch.Generator | None, like: torch.Tensor
+) -> torch.Tensor:
+    """Standard-normal noise of ``shape`` with ``like``'s device and dtype.
+
+    Drawn on the generator's own device (a CPU generator works for GPU data, and gives the same
+    numbers there as on the CPU); without a generator, from torch's global RNG on ``like``'s
+    device.
+    """
+    device = generator.device if generator is not None else like.device
+    noise = torch.randn(tuple(shape), generator=generator, device=device, dtype=like.dtype)
+    return noise.to(like.device)
 
 
 def input_gradients(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ from saliencylab._core import (
     TargetLike,
     batch_slices,
     make_generator,
+    random_normal,
     reduce_channels,
 )
 from saliencylab.attribution._base import (
@@ -61,8 +62,9 @@ def smoothgrad(
         batch_size: noisy images per forward/backward pass; memory grows with this, not with
             ``samples``. ``None``: chosen for the model and image size by
             :func:`~saliencylab.attribution._base.auto_batch_size` (8 for Lite0 at 224x224).
-        generator / seed: make the noise reproducible (give at most one). Without either, the
-            noise comes from torch's global RNG.
+        generator / seed: make the noise reproducible (give at most one); a CPU generator works
+            for images on a GPU, and a seed gives the same noise on every machine. Without
+            either, the noise comes from torch's global RNG.
         variant: ``"mean"`` (SmoothGrad, E[g]), ``"squared"`` (SmoothGrad-Squared, E[g^2]) or
             ``"vargrad"`` (VarGrad, E[g^2] - E[g]^2), all per pixel and channel. Captum's
             names ``"smoothgrad"`` and ``"smoothgrad_sq"`` are accepted too.
@@ -87,14 +89,11 @@ def smoothgrad(
     def compute(batch: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         per_pass = batch_size or auto_batch_size(model, batch)
         noise_std = noise_level * _value_range(batch)
-        rng = make_generator(seed, generator, batch.device)
+        rng = make_generator(seed, generator)
         grad_sum = torch.zeros_like(batch)
         grad_sq_sum = torch.zeros_like(batch)
         for chunk in batch_slices(samples, per_pass):
-            noise = torch.randn(
-                (chunk.stop - chunk.start, *batch.shape[1:]),
-                generator=rng, device=batch.device, dtype=batch.dtype,
-            )
+            noise = random_normal((chunk.stop - chunk.start, *batch.shape[1:]), rng, like=batch)
             noisy = batch.unsqueeze(1) + noise_std * noise  # [B, chunk, 3, H, W]
             gradients = variant_gradients(model, noisy, targets, per_pass)
             grad_sum += gradients.sum(dim=1)
