@@ -453,7 +453,7 @@ def _as_boxes(boxes: Boxes, batch: int) -> torch.Tensor:
 def _box_masks(boxes: torch.Tensor, height: int, width: int, device: torch.device) -> torch.Tensor:
     rows = torch.arange(height, dtype=torch.float64).view(1, -1, 1)
     cols = torch.arange(width, dtype=torch.float64).view(1, 1, -1)
-    y0, x0, y1, x1 = (boxes[:, i].view(-1, 1, 1) for i in range(4))
+    y0, x0, y1, x1 = (boxes[:, i].cpu().view(-1, 1, 1) for i in range(4))  # boxes may be on a GPU
     return ((rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)).to(device)
 
 
