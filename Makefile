@@ -13,11 +13,12 @@ setup: $(STAMP)
 
 # Re-run the install when the dependency list changes. constraints.txt pins the versions the
 # course is tested with (the package itself states only lower bounds).
-$(STAMP): lib/pyproject.toml constraints.txt tools/setup_kernel.py
+$(STAMP): lib/pyproject.toml constraints.txt tools/setup_kernel.py tools/sandbox.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet "pip>=23.2"
 	$(PY) -m pip install --quiet -c constraints.txt -e "lib[course,test]"
 	$(PY) tools/setup_kernel.py
+	-$(PY) tools/sandbox.py install
 	@touch $(STAMP)
 
 # LAB_ROOT / LAB_ARGS let the browser test start this same server on a copy of the course.
