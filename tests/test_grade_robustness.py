@@ -64,6 +64,14 @@ SUBMISSIONS = {
 }
 
 
+SUBMITTED_BEFORE: dict[Path, dict[str, bytes]] = {}
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> bytes)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("course")
@@ -75,6 +83,7 @@ def graded(tmp_path_factory):
     broken = root / "submitted" / "not_json" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
     broken.parent.mkdir(parents=True)
     broken.write_text('{"cells": [ this is not json')
+    SUBMITTED_BEFORE[root] = snapshot(root / "submitted")
     results = {r.student: r for r in grade.grade_all(root, "--Execute.timeout=5")}
     rows = grade.write_csv(list(results.values()), grade.cell_scores(root), root / "grades.csv")
     with open(root / "grades.csv") as file:
@@ -127,8 +136,11 @@ def test_deleted_tests_are_restored_and_run(graded):
     assert score(table, "deleted_test_right") == (3.0, 4.0)
     assert score(table, "deleted_test_wrong") == (1.0, 4.0)
     assert "double_test" in results["deleted_test_right"].detail
-    kept = root / "submitted" / "deleted_test_right" / ASSIGNMENT / f".original-{ASSIGNMENT}.ipynb"
-    assert kept.exists(), "the student's own file is kept"
+
+
+def test_the_grader_never_changes_submitted(graded):
+    root, _, _, _ = graded
+    assert snapshot(root / "submitted") == SUBMITTED_BEFORE[root]
 
 
 def test_missing_and_invalid_notebooks_are_flagged(graded):

@@ -107,7 +107,8 @@ def test_release_is_exactly_what_nbgrader_generates(assignment, tmp_path):
 
 @functools.lru_cache(maxsize=None)
 def autograded(assignment: str) -> tuple[Path, dict[str, dict[str, grade.CellScore]]]:
-    """Autograde the solution and the untouched release as two students; scores by student."""
+    """Autograde the solution and the untouched release as two students, each in its scratch
+    copy with a sandboxed kernel, as `make grade` does; scores by student."""
     root = Path(tempfile.mkdtemp(prefix=f"saliencylab-autograde-{assignment}-"))
     shutil.copy(ROOT / "nbgrader_config.py", root)
     shutil.copytree(ROOT / "solutions" / assignment, root / "solutions" / assignment)
@@ -117,8 +118,9 @@ def autograded(assignment: str) -> tuple[Path, dict[str, dict[str, grade.CellSco
         folder.mkdir(parents=True)
         shutil.copy(source, folder / f"{assignment}.ipynb")
     grade.register_assignment(root, assignment)
-    result = grade.autograde(root, assignment)
-    assert result.returncode == 0, result.stderr[-3000:]
+    for student in (SOLUTION_STUDENT, BLANK_STUDENT):  # as `make grade` does: scratch copy, sandbox
+        result = grade.grade_submission(root, student, assignment)
+        assert result.graded, result
     scores: dict[str, dict[str, grade.CellScore]] = {}
     for score in grade.cell_scores(root):
         scores.setdefault(score.student, {})[score.grade_id] = score

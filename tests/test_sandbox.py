@@ -90,6 +90,7 @@ def test_the_course_outside_the_library_is_invisible(kernel):
 def test_only_its_own_folder_is_writable(kernel):
     assert kernel.run("open('note.txt', 'w').write('mine'); print(open('note.txt').read())") == "mine"
     assert (kernel.workdir / "note.txt").read_text() == "mine"
+    assert kernel.run("import tempfile\nwith tempfile.NamedTemporaryFile() as f: print(f.name.startswith('/tmp/'))") == "True"
     for target in [ROOT / "lib" / "saliencylab" / "evil.py", Path(sys.prefix) / "evil.pth", Path("/etc/evil")]:
         result = kernel.run(f"open({str(target)!r}, 'w').write('x')")
         assert result.startswith("ERROR") and ("Read-only" in result or "Permission" in result), result

@@ -25,7 +25,10 @@ from pathlib import Path
 
 import nbformat
 
+import sandbox
+
 COURSE_ROOT = Path(__file__).resolve().parent.parent
+SANDBOX_OFF_REASON = sandbox.unavailable_reason()
 
 
 @dataclass(frozen=True)
@@ -40,9 +43,11 @@ class CellScore:
     needs_manual_grade: bool
 
 
-def nbgrader(root: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
-    """Run an nbgrader command on the course at ``root`` with this interpreter's venv on PATH."""
-    env = dict(os.environ)
+def nbgrader(root: Path, *args: str, timeout: float | None = None,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run an nbgrader command on the course at ``root`` with this interpreter's venv on PATH
+    (``env``: extra environment variables)."""
+    env = {**os.environ, **(env or {})}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     command = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={root}",
                f"--CourseDirectory.db_url=sqlite:///{root / 'gradebook.db'}"]
@@ -61,11 +66,6 @@ def register_assignment(root: Path, assignment: str) -> None:
                           f"--CourseDirectory.release_directory={scratch}")
     if result.returncode != 0:
         raise RuntimeError(f"cannot register {assignment} in the gradebook:\n{result.stderr[-3000:]}")
-
-
-def autograde(root: Path, assignment: str, *options: str) -> subprocess.CompletedProcess:
-    """Autograde every submission of ``assignment`` in one nbgrader run (regrading old ones)."""
-    return nbgrader(root, "autograde", assignment, "--force", "--create", *options)
 
 
 @dataclass
@@ -100,7 +100,8 @@ def restore_deleted_test_cells(submission: Path, source: Path) -> list[str]:
 
     nbgrader overwrites edited locked cells with the source version but scores a deleted test
     cell as 0 without running it; restoring it means the real tests are always the ones run.
-    The student's file is kept as ``.original-<name>`` beside it. Returns the restored ids.
+    ``submission`` is the grader's scratch copy (the student's file is never modified).
+    Returns the restored ids.
     """
     source_cells = nbformat.read(str(source), as_version=4).cells
     notebook = nbformat.read(str(submission), as_version=4)
@@ -117,9 +118,35 @@ def restore_deleted_test_cells(submission: Path, source: Path) -> list[str]:
         present.add(meta["grade_id"])
         restored.append(meta["grade_id"])
     if restored:
-        shutil.copy(submission, submission.with_name(f".original-{submission.name}"))
         nbformat.write(notebook, str(submission))
     return restored
+
+
+def copy_regular_files(source: Path, destination: Path) -> None:
+    """Copy a submission folder, regular files only: a symbolic link (to the solutions, say)
+    is neither followed nor copied."""
+    for path in sorted(source.rglob("*")):
+        if path.is_symlink() or not (path.is_file() or path.is_dir()):
+            continue
+        target = destination / path.relative_to(source)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+
+
+def sandbox_options(scratch: Path) -> tuple[list[str], dict[str, str]]:
+    """nbgrader options and environment that run the kernel in the sandbox (tools/sandbox.py),
+    talking over Unix sockets in ``scratch/runtime``; plain kernel options when there is none."""
+    runtime = scratch / "runtime"
+    runtime.mkdir()
+    options = ["--KernelManager.transport=ipc", f"--KernelManager.ip={runtime / 'kernel'}",
+               f"--KernelManager.connection_file={runtime / 'kernel.json'}"]
+    if SANDBOX_OFF_REASON is not None:
+        return options, {}
+    sandbox.write_kernel_spec(scratch / "jupyter" / "kernels", sandbox.Limits())
+    return options, {"JUPYTER_PATH": str(scratch / "jupyter")}
 
 
 def failure_reason(log: str) -> str:
@@ -131,16 +158,31 @@ def failure_reason(log: str) -> str:
 
 
 def grade_submission(root: Path, student: str, assignment: str, *options: str) -> SubmissionResult:
-    """Check, repair and autograde one submission; problems are flagged, never fatal."""
+    """Check, repair and autograde one submission in a scratch copy, its kernel sandboxed;
+    problems are flagged, never fatal. Only the executed notebook comes back, into autograded/."""
     path = root / "submitted" / student / assignment / f"{assignment}.ipynb"
     problem = notebook_problem(path)
     if problem:
         return SubmissionResult(student, assignment, *problem)
     source = root / "solutions" / assignment / f"{assignment}.ipynb"
-    restored = restore_deleted_test_cells(path, source)
-    result = nbgrader(root, "autograde", assignment, "--force", "--create", f"--student={student}", *options)
-    if not (root / "autograded" / student / assignment / path.name).exists():
-        return SubmissionResult(student, assignment, "not graded", failure_reason(result.stderr))
+    with tempfile.TemporaryDirectory(prefix="saliencylab-grade-") as folder:
+        scratch = Path(folder)
+        copy_regular_files(path.parent, scratch / "submitted" / student / assignment)
+        restored = restore_deleted_test_cells(scratch / "submitted" / student / assignment / path.name, source)
+        kernel_options, env = sandbox_options(scratch)
+        result = nbgrader(
+            root, "autograde", assignment, "--force", "--create", f"--student={student}",
+            f"--CourseDirectory.submitted_directory={scratch / 'submitted'}",
+            f"--CourseDirectory.autograded_directory={scratch / 'autograded'}",
+            *kernel_options, *options, env=env,
+        )
+        executed = scratch / "autograded" / student / assignment / path.name
+        if executed.is_symlink() or not executed.is_file():
+            return SubmissionResult(student, assignment, "not graded", failure_reason(result.stderr))
+        destination = root / "autograded" / student / assignment
+        shutil.rmtree(destination, ignore_errors=True)
+        destination.mkdir(parents=True)
+        shutil.copyfile(executed, destination / path.name)
     detail = f"restored deleted test cells {restored}" if restored else ""
     return SubmissionResult(student, assignment, "graded", detail)
 
@@ -217,6 +259,11 @@ def print_table(rows: list[list[str]]) -> None:
 
 def main() -> int:
     root = COURSE_ROOT
+    if SANDBOX_OFF_REASON is None:
+        print("Student code runs in a sandbox (bubblewrap): it sees only its own copy of the submission.")
+    else:
+        print(f"WARNING: isolation is OFF ({SANDBOX_OFF_REASON}). Each submission still runs in a "
+              "scratch copy, but its code can read and change any file you can.", file=sys.stderr)
     if not submitted_assignments(root):
         print("No submissions: put them in submitted/<student>/<assignment>/<assignment>.ipynb")
         return 1

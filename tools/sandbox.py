@@ -76,7 +76,7 @@ def unavailable_reason() -> str | None:
 
 def sandbox_command(workdir: Path, writable: list[Path], limits: Limits, command: list[str]) -> list[str]:
     """bwrap + setpriv + prlimit around ``command``, run in ``workdir``."""
-    argv = ["bwrap", "--tmpfs", "/tmp", "--dev", "/dev", "--proc", "/proc"]
+    argv = ["bwrap", "--perms", "1777", "--tmpfs", "/tmp", "--dev", "/dev", "--proc", "/proc"]
     for path in SYSTEM_DIRS:
         if os.path.exists(path):
             argv += ["--ro-bind", path, path]
@@ -113,13 +113,15 @@ def write_kernel_spec(folder: Path, limits: Limits, name: str = "python3") -> Pa
                  "{connection_file}"],
         "display_name": "Python 3 (sandboxed grading)",
         "language": "python",
+        # a signal would reach bwrap, not the kernel: interrupt (a cell's timeout) by message
+        "interrupt_mode": "message",
         "env": {"GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", "")},
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
     return spec_dir
 
 
-def launch(limits: Limits, connection_file: Path) -> None:
+def launch(limits: Limits, connection_file: Path, kernel_arguments: list[str]) -> None:
     """Start the sandboxed kernel (runs outside, as the grader; replaces this process).
 
     The kernel's working folder is this process's (jupyter_client starts it in the notebook's
@@ -130,7 +132,7 @@ def launch(limits: Limits, connection_file: Path) -> None:
     for folder in (workdir, runtime):
         folder.chmod(0o1777)
     connection_file.chmod(0o644)
-    kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", str(connection_file)]
+    kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", str(connection_file), *kernel_arguments]
     argv = sandbox_command(workdir, [workdir, runtime], limits, kernel)
     os.execvp(argv[0], argv)
 
@@ -151,8 +153,8 @@ def install() -> str | None:
 
 
 def main(args: list[str]) -> int:
-    if args[:1] == ["launch"] and len(args) == 3:
-        launch(Limits(**json.loads(args[1])), Path(args[2]).resolve())
+    if args[:1] == ["launch"] and len(args) >= 3:  # jupyter_client may append kernel options
+        launch(Limits(**json.loads(args[1])), Path(args[2]).resolve(), args[3:])
         return 1  # not reached
     if args[:1] in (["check"], ["install"]):
         reason = install() if args[0] == "install" else unavailable_reason()
