@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -52,7 +53,57 @@ def with_edited_test(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
+VANDAL = """import os
+start = os.getcwd()
+for up in range(8):  # walk up from the working folder and spoil every notebook and database found
+    folder = os.path.abspath(os.path.join(start, *[".."] * up))
+    for base, _, files in os.walk(folder):
+        for name in files:
+            if name.endswith((".ipynb", ".db", ".csv", ".html", ".py")):
+                try:
+                    with open(os.path.join(base, name), "w") as file:
+                        file.write("vandalised")
+                except OSError:
+                    pass
+"""
+SPY = """import glob, os
+found = [p for up in range(8) for p in glob.glob(os.path.join(os.getcwd(), *[".."] * up, "solutions", "*", "*.ipynb"))]
+for path in found:
+    print(open(path).read())
+print("solutions found:", len(found))
+"""
+FORK_BOMB = """import os
+try:
+    while True:
+        if os.fork() == 0:
+            import time
+            time.sleep(30)
+            os._exit(0)
+except OSError as error:
+    print("fork refused:", type(error).__name__)
+"""
+MEMORY_HOG = """try:
+    hog = bytearray(64 * 2**30)
+except MemoryError:
+    print("64 GB refused")
+"""
+NETWORK = """import socket
+s = socket.socket()
+s.settimeout(2)
+print("connect:", s.connect_ex(("127.0.0.1", PORT)))
+"""
+
+# Graded only inside the sandbox: without it, the vandal would spoil this machine's files.
+HOSTILE = {
+    "aaa_vandal": notebook(extra_cell=VANDAL),
+    "zzz_vandal": notebook(extra_cell=VANDAL),
+    "spy": notebook(extra_cell=SPY),
+    "fork_bomb": notebook(extra_cell=FORK_BOMB),
+    "memory_hog": notebook(extra_cell=MEMORY_HOG),
+} if grade.SANDBOX_OFF_REASON is None else {}
+
 SUBMISSIONS = {
+    **HOSTILE,
     "good": notebook(),
     "raises": notebook("    raise ValueError('not done')"),
     "infinite_loop": notebook(extra_cell="while True:\n    pass"),
@@ -83,8 +134,17 @@ def graded(tmp_path_factory):
     broken = root / "submitted" / "not_json" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
     broken.parent.mkdir(parents=True)
     broken.write_text('{"cells": [ this is not json')
+    server = socket.socket()  # a port on the host's loopback that student code must not reach
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    network = notebook(extra_cell=NETWORK.replace("PORT", str(server.getsockname()[1])))
+    if HOSTILE:
+        nbtools.write(network, root / "submitted" / "network" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
     SUBMITTED_BEFORE[root] = snapshot(root / "submitted")
-    results = {r.student: r for r in grade.grade_all(root, "--Execute.timeout=5")}
+    try:
+        results = {r.student: r for r in grade.grade_all(root, "--Execute.timeout=5")}
+    finally:
+        server.close()
     rows = grade.write_csv(list(results.values()), grade.cell_scores(root), root / "grades.csv")
     with open(root / "grades.csv") as file:
         table = {row["student"]: row for row in csv.DictReader(file)}
@@ -152,7 +212,48 @@ def test_missing_and_invalid_notebooks_are_flagged(graded):
 
 def test_every_student_has_a_row_and_feedback_when_graded(graded):
     root, results, table, _ = graded
-    assert set(table) == set(SUBMISSIONS) | {"no_notebook", "not_json"}
+    assert set(table) == set(SUBMISSIONS) | {"no_notebook", "not_json"} | ({"network"} if HOSTILE else set())
     for student, result in results.items():
         if result.graded:
             assert (root / "feedback" / student / ASSIGNMENT / f"{ASSIGNMENT}.html").exists(), student
+
+
+# --- hostile submissions: each is graded or flagged, and costs no one else anything ---------
+
+
+def executed_outputs(root: Path, student: str) -> str:
+    path = root / "autograded" / student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+    cells = nbformat.read(str(path), as_version=4).cells
+    return "".join(o.get("text", "") for c in cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+@pytest.mark.skipif(grade.SANDBOX_OFF_REASON is not None, reason="needs the sandbox")
+@pytest.mark.parametrize("student", ["aaa_vandal", "zzz_vandal"])
+def test_a_vandal_sorted_first_or_last_spoils_nothing_of_anyone(graded, student):
+    root, results, table, _ = graded
+    assert results[student].graded and score(table, student) == (3.0, 4.0)
+    assert score(table, "good") == (3.0, 4.0)
+    assert nbformat.read(str(root / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"), as_version=4).cells
+    assert snapshot(root / "submitted") == SUBMITTED_BEFORE[root]
+    for other in results:
+        if results[other].graded:
+            executed = root / "autograded" / other / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+            assert "vandalised" not in executed.read_text()[:100], other
+
+
+@pytest.mark.skipif(grade.SANDBOX_OFF_REASON is not None, reason="needs the sandbox")
+def test_a_spy_finds_no_solutions(graded):
+    root, results, table, _ = graded
+    assert results["spy"].graded and score(table, "spy") == (3.0, 4.0)
+    outputs = executed_outputs(root, "spy")
+    assert "solutions found: 0" in outputs and "HIDDEN TESTS" not in outputs
+
+
+@pytest.mark.skipif(grade.SANDBOX_OFF_REASON is not None, reason="needs the sandbox")
+def test_fork_bombs_memory_hogs_and_network_calls_are_contained(graded):
+    root, results, table, _ = graded
+    assert "fork refused: BlockingIOError" in executed_outputs(root, "fork_bomb")
+    assert "64 GB refused" in executed_outputs(root, "memory_hog")
+    assert "connect: 0" not in executed_outputs(root, "network")
+    for student in ("fork_bomb", "memory_hog", "network"):
+        assert results[student].graded and score(table, student) == (3.0, 4.0), student
