@@ -7,6 +7,8 @@ of trouble; each ends graded or clearly flagged, and the good student's grade is
 from __future__ import annotations
 
 import csv
+import html
+import re
 import shutil
 import socket
 import sys
@@ -257,3 +259,21 @@ def test_fork_bombs_memory_hogs_and_network_calls_are_contained(graded):
     assert "connect: 0" not in executed_outputs(root, "network")
     for student in ("fork_bomb", "memory_hog", "network"):
         assert results[student].graded and score(table, student) == (3.0, 4.0), student
+
+
+def feedback_text(root: Path, student: str) -> str:
+    """The feedback page's text, without its HTML tags (code is split into highlighted spans)."""
+    page = (root / "feedback" / student / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()
+    return html.unescape(re.sub(r"<[^>]+>", "", page))
+
+
+def test_feedback_shows_results_and_messages_but_never_the_hidden_tests(graded):
+    root, results, _, _ = graded
+    for student, result in results.items():
+        if not result.graded:
+            continue
+        html = feedback_text(root, student)
+        assert "double(3)" not in html and "BEGIN HIDDEN TESTS" not in html, student
+        assert "assert double(2) == 4" in html  # the visible test stays
+    wrong = feedback_text(root, "edited_test_wrong")
+    assert "AssertionError" in wrong and "hidden tests: their code is not shown" in wrong

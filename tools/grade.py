@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -187,9 +188,37 @@ def grade_submission(root: Path, student: str, assignment: str, *options: str) -
     return SubmissionResult(student, assignment, "graded", detail)
 
 
+HIDDEN_TESTS = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?", re.M | re.S)
+REVEAL_HIDDEN_TESTS = os.environ.get("REVEAL_HIDDEN_TESTS", "") == "1"
+
+
+def for_feedback(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """What a student may see of an autograded notebook: in every autograded test cell the
+    hidden tests' code is replaced by a note, and an error keeps its message (the check's named
+    mistake) but not its traceback, whose context lines would quote the hidden tests."""
+    for cell in notebook.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution"):
+            continue
+        cell.source = HIDDEN_TESTS.sub("# (hidden tests: their code is not shown)\n", cell.source)
+        for output in cell.get("outputs", []):
+            if output.output_type == "error":
+                output.traceback = [f"{output.ename}: {output.evalue}"]
+    return notebook
+
+
 def generate_feedback(root: Path, assignment: str) -> subprocess.CompletedProcess:
-    """HTML feedback for every autograded submission of ``assignment``."""
-    return nbgrader(root, "generate_feedback", assignment, "--force")
+    """HTML feedback for every autograded submission of ``assignment``: pass/fail, points and
+    messages per graded cell, without the hidden tests' code (``REVEAL_HIDDEN_TESTS=1`` keeps it)."""
+    if REVEAL_HIDDEN_TESTS:
+        return nbgrader(root, "generate_feedback", assignment, "--force")
+    with tempfile.TemporaryDirectory(prefix="saliencylab-feedback-") as folder:
+        for executed in (root / "autograded").glob(f"*/{assignment}/*.ipynb"):
+            stripped = Path(folder) / executed.relative_to(root / "autograded")
+            stripped.parent.mkdir(parents=True, exist_ok=True)
+            nbformat.write(for_feedback(nbformat.read(str(executed), as_version=4)), str(stripped))
+        return nbgrader(root, "generate_feedback", assignment, "--force",
+                        f"--CourseDirectory.autograded_directory={folder}")
 
 
 def cell_scores(root: Path) -> list[CellScore]:
