@@ -107,6 +107,9 @@ HOSTILE = {
 SUBMISSIONS = {
     **HOSTILE,
     "good": notebook(),
+    "patches_builtins": notebook(extra_cell="import builtins\nbuiltins.abs = lambda x: 0"),
+    "replaces_a_check": notebook("    ### BEGIN SOLUTION\n    return 2 * v\n    ### END SOLUTION\n\n\n"
+                                 "def check_double(fn):\n    return None"),
     "raises": notebook("    raise ValueError('not done')"),
     "infinite_loop": notebook(extra_cell="while True:\n    pass"),
     "kernel_crash": notebook(extra_cell="import os\nos._exit(1)"),
@@ -277,3 +280,15 @@ def test_feedback_shows_results_and_messages_but_never_the_hidden_tests(graded):
         assert "assert double(2) == 4" in html  # the visible test stays
     wrong = feedback_text(root, "edited_test_wrong")
     assert "AssertionError" in wrong and "hidden tests: their code is not shown" in wrong
+
+
+def test_tampering_is_flagged_with_its_reason_and_loses_the_automatic_points(graded):
+    _, results, table, _ = graded
+    patched = results["patches_builtins"]
+    assert patched.status == "tampering" and "builtins" in patched.detail
+    assert table["patches_builtins"]["status"] == "tampering"
+    assert score(table, "patches_builtins") == (0.0, 4.0)  # a cell they added: every autograded cell
+    replaced = results["replaces_a_check"]
+    assert replaced.status == "tampering" and "check_double" in replaced.detail
+    assert score(table, "replaces_a_check") == (1.0, 4.0)  # its exercise only; triple keeps its point
+    assert results["good"].status == "graded"

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import nbformat
 
+import audit
 import sandbox
 
 COURSE_ROOT = Path(__file__).resolve().parent.parent
@@ -75,12 +76,12 @@ class SubmissionResult:
 
     student: str
     assignment: str
-    status: str  # "graded" or what went wrong, e.g. "missing notebook"
+    status: str  # "graded", "tampering" (graded, flagged), or what went wrong, e.g. "missing notebook"
     detail: str = ""
 
     @property
     def graded(self) -> bool:
-        return self.status == "graded"
+        return self.status in ("graded", "tampering")
 
 
 def notebook_problem(path: Path) -> tuple[str, str] | None:
@@ -169,7 +170,9 @@ def grade_submission(root: Path, student: str, assignment: str, *options: str) -
     with tempfile.TemporaryDirectory(prefix="saliencylab-grade-") as folder:
         scratch = Path(folder)
         copy_regular_files(path.parent, scratch / "submitted" / student / assignment)
-        restored = restore_deleted_test_cells(scratch / "submitted" / student / assignment / path.name, source)
+        copy = scratch / "submitted" / student / assignment / path.name
+        restored = restore_deleted_test_cells(copy, source)
+        findings = audit.audit_notebook(nbformat.read(str(copy), as_version=4), nbformat.read(str(source), as_version=4))
         kernel_options, env = sandbox_options(scratch)
         result = nbgrader(
             root, "autograde", assignment, "--force", "--create", f"--student={student}",
@@ -184,8 +187,34 @@ def grade_submission(root: Path, student: str, assignment: str, *options: str) -
         shutil.rmtree(destination, ignore_errors=True)
         destination.mkdir(parents=True)
         shutil.copyfile(executed, destination / path.name)
-    detail = f"restored deleted test cells {restored}" if restored else ""
-    return SubmissionResult(student, assignment, "graded", detail)
+    notes = [f"restored deleted test cells {restored}"] if restored else []
+    if findings:
+        zeroed = withdraw_automatic_points(root, student, assignment, findings)
+        notes.append("; ".join(f"{f.cell}: {f.reason}" for f in findings) + f" -> 0 points on {zeroed}")
+        return SubmissionResult(student, assignment, "tampering", "; ".join(notes))
+    return SubmissionResult(student, assignment, "graded", "; ".join(notes))
+
+
+def withdraw_automatic_points(root: Path, student: str, assignment: str, findings: list[audit.Finding]) -> list[str]:
+    """Score 0 the autograded cells of each flagged exercise (every autograded cell when the
+    finding is in a cell the student added), as a manual score that the instructor can change
+    in formgrader after looking. Returns the grade ids zeroed."""
+    from nbgrader.api import Gradebook
+
+    exercises = {f.cell for f in findings}
+    zeroed = []
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
+        notebook = gradebook.find_submission_notebook(assignment, assignment, student)
+        for grade in notebook.grades:
+            if grade.auto_score is None:
+                continue  # graded by hand
+            exercise_hit = any(grade.name.startswith(f"{exercise}_test") for exercise in exercises)
+            added_cell_hit = any(exercise.startswith("cell ") for exercise in exercises)
+            if exercise_hit or added_cell_hit:
+                grade.manual_score = 0.0
+                zeroed.append(grade.name)
+        gradebook.db.commit()
+    return sorted(zeroed)
 
 
 HIDDEN_TESTS = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?", re.M | re.S)
@@ -299,8 +328,10 @@ def main() -> int:
     results = grade_all(root)
     rows = write_csv(results, cell_scores(root), root / "grades.csv")
     print_table(rows)
-    flagged = [r for r in results if not r.graded]
+    flagged = [r for r in results if r.status != "graded"]
     print(f"\n{len(results) - len(flagged)} graded, {len(flagged)} flagged; grades.csv and feedback/ written.")
+    for result in flagged:
+        print(f"  flagged: {result.student} / {result.assignment}: {result.status}: {result.detail}")
     return 0
 
 

@@ -1,0 +1,69 @@
+"""The static audit flags tampering and reference calls, and never flags honest code: every
+solution and every wrong answer of the course passes it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+import audit  # noqa: E402
+import nbtools  # noqa: E402
+
+WRONG_ANSWERS = sorted((ROOT / "tests" / "wrong_answers").glob("*/*/*.py"))
+
+
+@pytest.mark.parametrize("notebook", nbtools.solution_notebooks(), ids=lambda p: p.stem)
+def test_no_solution_is_flagged(notebook):
+    source = nbformat.read(str(notebook), as_version=4)
+    assert audit.audit_notebook(source, source) == []
+    for cell in source.cells:  # each exercise audited as a student's cell would be
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and meta.get("solution"):
+            assert audit.audit_source(cell.source, meta["grade_id"]) == [], meta["grade_id"]
+
+
+@pytest.mark.parametrize("wrong_answer", WRONG_ANSWERS, ids=lambda p: f"{p.parent.name}-{p.stem}")
+def test_no_wrong_answer_is_flagged(wrong_answer):
+    # A wrong answer is an honest mistake: it loses points, it is not cheating.
+    assert audit.audit_source(wrong_answer.read_text(), wrong_answer.parent.name) == []
+
+
+CHEATS = {
+    "replaces a check": ("check_saliency_map = lambda fn, **kw: None", "replaces the grader function"),
+    "redefines a check": ("def check_saliency_map(fn, **kw):\n    pass", "redefines the grader function"),
+    "patches torch": ("import torch\ntorch.allclose = lambda *a, **k: True", "patches torch.allclose"),
+    "patches numpy by setattr": ("import numpy as np\nsetattr(np, 'allclose', lambda *a: True)", "patches np"),
+    "patches the library": ("import saliencylab.checks\nsaliencylab.checks.check_x = print", "patches saliencylab"),
+    "sys.modules": ("import sys\nsys.modules['torch'].allclose = None", "sys.modules"),
+    "globals": ("globals()['check_saliency_map'] = print", "globals()"),
+    "frames": ("import sys\nsys._getframe(1).f_globals['x'] = 1", "_getframe"),
+    "exec": ("exec('chec' + 'k_x = print')", "exec"),
+    "eval": ("f = eval('lambda x: x')", "eval"),
+    "builtins": ("import builtins\nbuiltins.print = None", "builtins"),
+    "reference call": ("def saliency_map(model, images, target):\n    return saliency(model, images, target)",
+                       "reference implementation saliency() inside saliency_map"),
+    "reference by attribute": ("def saliency_map(model, images, target):\n"
+                               "    import saliencylab.attribution as a\n    return a.saliency(model, images, target)",
+                               "reference implementation"),
+}
+
+
+@pytest.mark.parametrize("name", CHEATS)
+def test_cheats_are_flagged_with_their_reason(name):
+    source, reason = CHEATS[name]
+    found = audit.audit_source(source, "saliency_map")
+    assert any(reason in r for r in found), found
+
+
+def test_a_student_added_cell_is_audited_and_locked_cells_are_not():
+    source = nbformat.read(str(nbtools.solution_notebooks()[1]), as_version=4)
+    submission = nbformat.read(str(nbtools.solution_notebooks()[1]), as_version=4)
+    submission.cells.insert(5, nbformat.v4.new_code_cell("torch.allclose = lambda *a, **k: True"))
+    findings = audit.audit_notebook(submission, source)
+    assert [f.cell for f in findings] == ["cell 5"] and "patches torch.allclose" in findings[0].reason
