@@ -76,13 +76,19 @@ def test_the_wheel_carries_the_trained_digits_weights(wheel):
     assert {"saliencylab/data/digits_cnn.pt", "saliencylab/data/digits_cnn.json"} <= names
 
 
-def fresh_venv_seeing_course_packages(venv: Path) -> tuple[Path, Path]:
-    """A venv without saliencylab in which the course venv's third-party packages (torch,
-    jupyter, pip) stay visible, like Colab's preinstalled ones. Returns (python, site-packages)."""
+def fresh_venv(venv: Path) -> tuple[Path, Path]:
+    """A venv without pip or saliencylab. Returns (its python, its site-packages)."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     fresh_python = venv / "bin" / "python"
     fresh_site = Path(subprocess.run([str(fresh_python), "-c", "import site; print(site.getsitepackages()[0])"],
                                      capture_output=True, text=True, check=True).stdout.strip())
+    return fresh_python, fresh_site
+
+
+def fresh_venv_seeing_course_packages(venv: Path) -> tuple[Path, Path]:
+    """A fresh venv in which the course venv's third-party packages (torch, jupyter, pip) stay
+    visible, like Colab's preinstalled ones. Returns (python, site-packages)."""
+    fresh_python, fresh_site = fresh_venv(venv)
     # saliencylab's editable install is a .pth hook that a plain path entry does not run.
     (fresh_site / "course_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     return fresh_python, fresh_site
@@ -101,11 +107,7 @@ def test_installing_the_package_keeps_a_newer_torch_in_place(wheel, tmp_path):
     # Colab ships its own (newer, CUDA) torch; the setup cell must not replace it. A venv whose
     # only "installed" packages are metadata (a newer torch and torchvision, every other
     # dependency at this venv's version) is enough to see pip's decision, offline.
-    venv = tmp_path / "colab-like"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    fresh_python = venv / "bin" / "python"
-    fresh_site = Path(subprocess.run([str(fresh_python), "-c", "import site; print(site.getsitepackages()[0])"],
-                                     capture_output=True, text=True, check=True).stdout.strip())
+    fresh_python, fresh_site = fresh_venv(tmp_path / "colab-like")
     newer = {"torch": "2.99.0", "torchvision": "0.99.0"}
     for requirement in map(Requirement, importlib.metadata.requires("saliencylab")):
         if requirement.marker is None:  # not an extra

@@ -51,10 +51,12 @@ HIDDEN_CODE = frozenset({"exec", "eval", "compile", "__import__"})
 
 @dataclass(frozen=True)
 class Finding:
-    """One suspicious construct: in which cell (its grade_id, or the cell's position) and why."""
+    """One suspicious construct: in which cell (its grade_id, or the cell's position) and why;
+    ``exercise`` is the exercise cell's grade_id, None for a cell the student added."""
 
     cell: str
     reason: str
+    exercise: str | None = None
 
 
 def audit_source(source: str, exercise: str | None = None) -> list[str]:
@@ -137,5 +139,5 @@ def audit_notebook(submission: nbformat.NotebookNode, source: nbformat.NotebookN
             continue
         exercise = grade_id if meta.get("solution") else None
         for reason in audit_source(cell.source, exercise):
-            findings.append(Finding(grade_id or f"cell {index}", reason))
+            findings.append(Finding(grade_id or f"cell {index}", reason, exercise))
     return findings

@@ -201,16 +201,15 @@ def withdraw_automatic_points(root: Path, student: str, assignment: str, finding
     in formgrader after looking. Returns the grade ids zeroed."""
     from nbgrader.api import Gradebook
 
-    exercises = {f.cell for f in findings}
+    exercises = {finding.exercise for finding in findings}
+    everything = None in exercises  # a cell they added can change any exercise's result
     zeroed = []
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
         notebook = gradebook.find_submission_notebook(assignment, assignment, student)
         for grade in notebook.grades:
             if grade.auto_score is None:
                 continue  # graded by hand
-            exercise_hit = any(grade.name.startswith(f"{exercise}_test") for exercise in exercises)
-            added_cell_hit = any(exercise.startswith("cell ") for exercise in exercises)
-            if exercise_hit or added_cell_hit:
+            if everything or any(grade.name.startswith(f"{exercise}_test") for exercise in exercises - {None}):
                 grade.manual_score = 0.0
                 zeroed.append(grade.name)
         gradebook.db.commit()

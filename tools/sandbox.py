@@ -26,6 +26,7 @@ Use::
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -39,8 +40,9 @@ SYSTEM_DIRS = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc")
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY",
               "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "GLIBC_TUNABLES", "SALIENCYLAB_DEVICE",
               "PYDEVD_DISABLE_FILE_VALIDATION")
-ALWAYS_OK = """# the kernel's parent must not be pid 1 (ipykernel exits then): a shell in between
-"$0" "$@"; exit $?"""
+# Runs its arguments as a child, so that the kernel's parent is this shell, not the sandbox's
+# pid 1 (ipykernel shuts down when its parent is pid 1).
+PARENT_SHELL = '"$0" "$@"; exit $?'
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,12 @@ class Limits:
 
 
 def readonly_paths() -> list[Path]:
-    """What the kernel needs to read: the Python installation, the venv and the library."""
-    import saliencylab
-
-    package_parent = Path(saliencylab.__file__).resolve().parent.parent
+    """What the kernel needs to read: the Python installation, the venv and the library
+    (found without importing it, which would import torch into the grader)."""
+    spec = importlib.util.find_spec("saliencylab")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("saliencylab is not installed in this Python: run `make setup`")
+    package_parent = Path(spec.origin).resolve().parent.parent
     paths = [Path(sys.base_prefix).resolve(), Path(sys.prefix), Path(sys.prefix).resolve(), package_parent]
     return sorted({path for path in paths if path.exists()})
 
@@ -80,12 +84,13 @@ def sandbox_command(workdir: Path, writable: list[Path], limits: Limits, command
     for path in SYSTEM_DIRS:
         if os.path.exists(path):
             argv += ["--ro-bind", path, path]
-    mounted = [*readonly_paths(), *writable]
+    readonly = readonly_paths()
+    mounted = [*readonly, *writable]
     inside_system = lambda p: any(str(p) == d or str(p).startswith(d + "/") for d in SYSTEM_DIRS)
     parents = {p for path in mounted for p in path.parents if str(p) not in ("/", "/tmp") and not inside_system(p)}
     for parent in sorted(parents):
         argv += ["--perms", "0755", "--dir", str(parent)]  # bwrap would make them 0700: unreadable
-    for path in readonly_paths():
+    for path in readonly:
         argv += ["--ro-bind", str(path), str(path)]
     for path in writable:
         argv += ["--bind", str(path), str(path)]
@@ -99,7 +104,7 @@ def sandbox_command(workdir: Path, writable: list[Path], limits: Limits, command
              "--inh-caps=-all", "--bounding-set=-all",
              "prlimit", f"--as={int(limits.memory_gb * 2**30)}", f"--nproc={limits.processes}",
              f"--cpu={limits.cpu_seconds}", "--",
-             "/bin/sh", "-c", ALWAYS_OK, *command]
+             "/bin/sh", "-c", PARENT_SHELL, *command]
     return argv
 
 

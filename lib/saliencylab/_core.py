@@ -7,6 +7,7 @@ train mode) is caught here, once, with an error that says what to do.
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Callable, Union
@@ -33,8 +34,6 @@ def course_device() -> torch.device:
     :func:`to_tensor` and :func:`load_digits_images` put what they return there; tensors you
     create yourself go there with ``.to(image.device)``.
     """
-    import os
-
     wanted = os.environ.get(DEVICE_VARIABLE, "cpu").strip().lower() or "cpu"
     if wanted == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
