@@ -42,12 +42,14 @@ release: setup
 	$(PY) tools/nbtools.py stamp
 	$(PY) tools/release.py
 
+# JOBS=N submissions at a time (default: one per core); SCHEDULER=tcp://host:8786 sends them to a
+# Dask cluster; FORCE=1 regrades submissions that have not changed since the last run.
 grade: setup
-	$(PY) tools/grade.py
+	JOBS="$(JOBS)" SCHEDULER="$(SCHEDULER)" FORCE="$(FORCE)" $(PY) tools/grade.py
 
 bench: setup
 	$(PY) bench/bench_attribution.py
 
 # Removes nbgrader's working state (never in git); submissions are kept.
 clean-grading:
-	rm -rf autograded feedback gradebook.db grades.csv
+	rm -rf autograded feedback gradebook.db grades.csv .grading

@@ -18,34 +18,34 @@ and every wrong answer of the course.
 from __future__ import annotations
 
 import ast
+import importlib.util
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import nbformat
 
-# The library functions an exercise asks students to write themselves.
-REFERENCE_IMPLEMENTATIONS: dict[str, frozenset[str]] = {
-    "input_gradient": frozenset({"saliency", "input_gradients"}),
-    "gradient_times_input": frozenset({"saliency", "input_gradients"}),
-    "saliency_map": frozenset({"saliency", "input_gradients"}),
-    "guided_backprop_map": frozenset({"guided_backprop", "guided_gradcam"}),
-    "deconvnet_map": frozenset({"deconvnet"}),
-    "smoothgrad_map": frozenset({"smoothgrad"}),
-    "gradcam_map": frozenset({"gradcam", "guided_gradcam"}),
-    "occlusion_map": frozenset({"occlusion"}),
-    "fooling_step": frozenset({"fooling_image"}),
-    "make_fooling_image": frozenset({"fooling_image"}),
-    "class_visualization_step": frozenset({"class_visualization"}),
-    "integrated_gradients_map": frozenset({"integrated_gradients"}),
-    "completeness_error": frozenset({"integrated_gradients"}),
-    "cascading_randomization": frozenset({"randomization_test"}),
-    "deletion_scores": frozenset({"deletion_curve", "deletion_auc"}),
-}
+def _reference_implementations() -> dict[str, frozenset[str]]:
+    """The library functions each exercise asks students to write themselves, from the table the
+    checks' run-time tripwires use (read as a file: importing the library would pull in torch)."""
+    spec = importlib.util.find_spec("saliencylab")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("saliencylab is not installed in this Python: run `make setup`")
+    table = json.loads((Path(spec.origin).parent / "checks" / "reference_implementations.json").read_text())
+    return {exercise: frozenset(path.split(":")[1] for path in paths)
+            for exercise, paths in table.items() if not exercise.startswith("_")}
+
+
+REFERENCE_IMPLEMENTATIONS = _reference_implementations()
 PROTECTED_MODULES = frozenset({"torch", "nn", "F", "np", "numpy", "builtins", "math", "saliencylab",
                                "checks", "attribution", "metrics", "sys", "os", "inspect", "nbgrader"})
+PROTECTED_ROOTS = frozenset({"torch", "numpy", "builtins", "math", "saliencylab", "sys", "os", "inspect",
+                             "nbgrader", "functools", "types"})
 INTERPRETER_CALLS = frozenset({"globals", "locals", "vars"})
 INTERPRETER_ATTRIBUTES = frozenset({"_getframe", "currentframe", "getouterframes", "f_back", "f_globals",
                                     "f_locals", "get_referrers", "get_objects", "__globals__", "__code__",
-                                    "__builtins__", "__subclasses__"})
+                                    "__builtins__", "__subclasses__", "__dict__", "__wrapped__",
+                                    "setprofile", "settrace", "getprofile", "gettrace"})
 HIDDEN_CODE = frozenset({"exec", "eval", "compile", "__import__"})
 
 
@@ -59,9 +59,29 @@ class Finding:
     exercise: str | None = None
 
 
-def audit_source(source: str, exercise: str | None = None) -> list[str]:
+def protected_aliases(sources: list[str]) -> frozenset[str]:
+    """:data:`PROTECTED_MODULES` plus every name that ``sources`` bind by importing from them
+    (``import saliencylab.checks as c``, ``from torch import nn as n``)."""
+    names = set(PROTECTED_MODULES)
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names |= {alias.asname or alias.name.split(".")[0] for alias in node.names
+                          if alias.name.split(".")[0] in PROTECTED_ROOTS}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PROTECTED_ROOTS:
+                names |= {alias.asname or alias.name for alias in node.names}
+    return frozenset(names)
+
+
+def audit_source(source: str, exercise: str | None = None,
+                 protected: frozenset[str] = PROTECTED_MODULES) -> list[str]:
     """Reasons to flag ``source`` (code a student wrote); ``exercise``: the grade_id of the
-    exercise cell it is, whose reference implementation it must not call."""
+    exercise cell it is, whose reference implementation it must not call; ``protected``: the
+    names that stand for modules whose attributes must not be assigned."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -70,15 +90,15 @@ def audit_source(source: str, exercise: str | None = None) -> list[str]:
     defined_here = {node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
     reasons: list[str] = []
     for node in ast.walk(tree):
-        reasons += _assignment_reasons(node)
+        reasons += _assignment_reasons(node, protected)
         if isinstance(node, ast.Call):
             name = _called_name(node.func)
             if isinstance(node.func, ast.Name) and name in INTERPRETER_CALLS:
                 reasons.append(f"reaches into the interpreter ({name}())")
             if name in HIDDEN_CODE or (name == "import_module"):
                 reasons.append(f"runs code built at run time ({name}): hides what is executed")
-            if name == "setattr" and node.args and _root_name(node.args[0]) in PROTECTED_MODULES:
-                reasons.append(f"patches {_root_name(node.args[0])} with setattr")
+            if name in ("setattr", "delattr") and node.args and _root_name(node.args[0]) in protected:
+                reasons.append(f"patches {_root_name(node.args[0])} with {name}")
             if name in forbidden and name not in defined_here:
                 reasons.append(f"calls the library's reference implementation {name}() inside {exercise}")
         if isinstance(node, ast.Name) and node.id == "__builtins__":
@@ -95,10 +115,10 @@ def audit_source(source: str, exercise: str | None = None) -> list[str]:
     return sorted(set(reasons))
 
 
-def _assignment_reasons(node: ast.AST) -> list[str]:
+def _assignment_reasons(node: ast.AST, protected: frozenset[str]) -> list[str]:
     targets: list[ast.AST] = []
-    if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
+        targets = (node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target])
     elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("check_"):
         return [f"redefines the grader function {node.name}"]
     reasons = []
@@ -106,7 +126,7 @@ def _assignment_reasons(node: ast.AST) -> list[str]:
         for element in ast.walk(target):
             if isinstance(element, ast.Name) and element.id.startswith("check_"):
                 reasons.append(f"replaces the grader function {element.id}")
-            if isinstance(element, ast.Attribute) and _root_name(element) in PROTECTED_MODULES:
+            if isinstance(element, ast.Attribute) and _root_name(element) in protected:
                 reasons.append(f"patches {ast.unparse(element)}")
     return reasons
 
@@ -131,6 +151,7 @@ def audit_notebook(submission: nbformat.NotebookNode, source: nbformat.NotebookN
     locked = {c.metadata.get("nbgrader", {}).get("grade_id") for c in source.cells
               if c.metadata.get("nbgrader", {}).get("locked")}
     original = {c.source for c in source.cells if c.cell_type == "code"}
+    protected = protected_aliases([c.source for c in submission.cells if c.cell_type == "code"])
     findings = []
     for index, cell in enumerate(submission.cells):
         meta = cell.metadata.get("nbgrader", {})
@@ -138,6 +159,6 @@ def audit_notebook(submission: nbformat.NotebookNode, source: nbformat.NotebookN
         if cell.cell_type != "code" or grade_id in locked or (not meta.get("solution") and cell.source in original):
             continue
         exercise = grade_id if meta.get("solution") else None
-        for reason in audit_source(cell.source, exercise):
+        for reason in audit_source(cell.source, exercise, protected):
             findings.append(Finding(grade_id or f"cell {index}", reason, exercise))
     return findings

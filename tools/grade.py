@@ -3,30 +3,44 @@
 Submissions go in ``submitted/<student>/<assignment>/<assignment>.ipynb``. For each assignment
 that has submissions this script
 
-1. registers the assignment's cells in ``gradebook.db`` (nbgrader needs them; the throwaway
-   release goes to a temporary folder so ``notebooks/`` is never touched),
-2. runs ``nbgrader autograde`` (hidden tests are restored from ``solutions/``; each cell may run
-   for ``c.Execute.timeout`` seconds, see nbgrader_config.py),
-3. writes per-student HTML feedback to ``feedback/<student>/<assignment>/``,
+1. registers the assignment's cells in ``gradebook.db`` once (nbgrader needs them; the throwaway
+   release goes to a temporary folder so ``notebooks/`` is never touched), and in a template
+   gradebook that holds that assignment only,
+2. audits each submission's code and sends it, with the template, as one task to a worker
+   (``tools/grading_task.py``): ``nbgrader autograde`` in a scratch course, the kernel sandboxed.
+   Workers run in parallel: a local Dask cluster of ``JOBS`` processes (default: one per core), or
+   the Dask cluster at ``SCHEDULER=tcp://host:8786``. A worker that dies is replaced and its
+   submission retried once, then flagged,
+3. merges each executed notebook's scores into ``gradebook.db`` (this process alone writes it;
+   manual grades in formgrader keep working), flags tampering, and writes HTML feedback without
+   the hidden tests to ``feedback/<student>/<assignment>/``,
 
-then writes ``grades.csv`` and prints a summary table. Run it again to regrade.
+then writes ``grades.csv`` and prints a summary. A regrade re-runs only the submissions whose
+files, source notebook, checks or options changed (content hashes in ``.grading/``);
+``FORCE=1`` regrades everything.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import importlib.util
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
 import audit
+import grading_task
 import sandbox
 
 COURSE_ROOT = Path(__file__).resolve().parent.parent
@@ -51,8 +65,9 @@ def nbgrader(root: Path, *args: str, timeout: float | None = None,
     (``env``: extra environment variables)."""
     env = {**os.environ, **(env or {})}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    command = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={root}",
-               f"--CourseDirectory.db_url=sqlite:///{root / 'gradebook.db'}"]
+    command = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={root}"]
+    if not any(arg.startswith("--CourseDirectory.db_url=") for arg in args):
+        command.append(f"--CourseDirectory.db_url=sqlite:///{root / 'gradebook.db'}")
     return subprocess.run(command, cwd=root, capture_output=True, text=True, env=env, timeout=timeout)
 
 
@@ -61,13 +76,26 @@ def submitted_assignments(root: Path) -> list[str]:
     return sorted({p.name for p in (root / "submitted").glob("*/*") if p.is_dir()})
 
 
-def register_assignment(root: Path, assignment: str) -> None:
-    """Put the assignment's graded cells into the gradebook without touching notebooks/."""
-    with tempfile.TemporaryDirectory(prefix="saliencylab-grade-") as scratch:
-        result = nbgrader(root, "generate_assignment", assignment, "--force",
-                          f"--CourseDirectory.release_directory={scratch}")
-    if result.returncode != 0:
-        raise RuntimeError(f"cannot register {assignment} in the gradebook:\n{result.stderr[-3000:]}")
+def register_assignment(root: Path, assignment: str) -> Path:
+    """Put the assignment's graded cells into the gradebook, and into a template gradebook that
+    holds this assignment only (what workers get), without touching notebooks/. Returns the
+    template's path."""
+    template = state_folder(root) / "templates" / f"{assignment}.db"
+    template.parent.mkdir(parents=True, exist_ok=True)
+    template.unlink(missing_ok=True)
+    for database in (root / "gradebook.db", template):
+        with tempfile.TemporaryDirectory(prefix="saliencylab-grade-") as scratch:
+            result = nbgrader(root, "generate_assignment", assignment, "--force",
+                              f"--CourseDirectory.release_directory={scratch}",
+                              f"--CourseDirectory.db_url=sqlite:///{database}")
+        if result.returncode != 0:
+            raise RuntimeError(f"cannot register {assignment} in the gradebook:\n{result.stderr[-3000:]}")
+    return template
+
+
+def state_folder(root: Path) -> Path:
+    """The grader's own state (template gradebooks, the regrade cache): never in git."""
+    return root / ".grading"
 
 
 @dataclass
@@ -78,35 +106,36 @@ class SubmissionResult:
     assignment: str
     status: str  # "graded", "tampering" (graded, flagged), or what went wrong, e.g. "missing notebook"
     detail: str = ""
+    seconds: float = 0.0  # the worker's time for this submission (0 when it was not run)
+    rerun: bool = True  # False when an unchanged submission kept its previous result
 
     @property
     def graded(self) -> bool:
         return self.status in ("graded", "tampering")
 
 
-def notebook_problem(path: Path) -> tuple[str, str] | None:
-    """Why the submitted notebook at ``path`` cannot be graded, or None when it can."""
-    if not path.exists():
-        others = sorted(p.name for p in path.parent.glob("*.ipynb"))
-        found = f"; found {others}: rename it to {path.name}" if others else ""
-        return "missing notebook", f"no {path.name} in {path.parent}{found}"
+def notebook_problem(files: dict[str, bytes], name: str, folder: Path) -> tuple[str, str] | None:
+    """Why the submission (its folder's ``files``) cannot be graded, or None when it can."""
+    if name not in files:
+        others = sorted(n for n in files if n.endswith(".ipynb"))
+        found = f"; found {others}: rename it to {name}" if others else ""
+        return "missing notebook", f"no {name} in {folder}{found}"
     try:
-        nbformat.read(str(path), as_version=4)
+        nbformat.reads(files[name].decode("utf-8"), as_version=4)
     except Exception as error:  # nbformat raises several kinds for broken files
-        return "invalid notebook", f"{path.name} is not a valid notebook ({type(error).__name__}: {str(error)[:200]})"
+        return "invalid notebook", f"{name} is not a valid notebook ({type(error).__name__}: {str(error)[:200]})"
     return None
 
 
-def restore_deleted_test_cells(submission: Path, source: Path) -> list[str]:
-    """Put back the locked cells (tests, setup) a student deleted, from the source notebook.
+def restore_deleted_test_cells(notebook: nbformat.NotebookNode, source: nbformat.NotebookNode) -> list[str]:
+    """Put back into ``notebook`` (the grader's copy, in memory: the student's file is never
+    modified) the locked cells (tests, setup) a student deleted, from the source notebook.
 
     nbgrader overwrites edited locked cells with the source version but scores a deleted test
     cell as 0 without running it; restoring it means the real tests are always the ones run.
-    ``submission`` is the grader's scratch copy (the student's file is never modified).
     Returns the restored ids.
     """
-    source_cells = nbformat.read(str(source), as_version=4).cells
-    notebook = nbformat.read(str(submission), as_version=4)
+    source_cells = source.cells
     present = {c.metadata.get("nbgrader", {}).get("grade_id") for c in notebook.cells}
     restored = []
     for index, cell in enumerate(source_cells):
@@ -119,36 +148,7 @@ def restore_deleted_test_cells(submission: Path, source: Path) -> list[str]:
         notebook.cells.insert(anchor + 1, cell)
         present.add(meta["grade_id"])
         restored.append(meta["grade_id"])
-    if restored:
-        nbformat.write(notebook, str(submission))
     return restored
-
-
-def copy_regular_files(source: Path, destination: Path) -> None:
-    """Copy a submission folder, regular files only: a symbolic link (to the solutions, say)
-    is neither followed nor copied."""
-    for path in sorted(source.rglob("*")):
-        if path.is_symlink() or not (path.is_file() or path.is_dir()):
-            continue
-        target = destination / path.relative_to(source)
-        if path.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
-
-
-def sandbox_options(scratch: Path) -> tuple[list[str], dict[str, str]]:
-    """nbgrader options and environment that run the kernel in the sandbox (tools/sandbox.py),
-    talking over Unix sockets in ``scratch/runtime``; plain kernel options when there is none."""
-    runtime = scratch / "runtime"
-    runtime.mkdir()
-    options = ["--KernelManager.transport=ipc", f"--KernelManager.ip={runtime / 'kernel'}",
-               f"--KernelManager.connection_file={runtime / 'kernel.json'}"]
-    if SANDBOX_OFF_REASON is not None:
-        return options, {}
-    sandbox.write_kernel_spec(scratch / "jupyter" / "kernels", sandbox.Limits())
-    return options, {"JUPYTER_PATH": str(scratch / "jupyter")}
 
 
 def failure_reason(log: str) -> str:
@@ -159,40 +159,35 @@ def failure_reason(log: str) -> str:
     return lines[-1].strip()[:300] if lines else "nbgrader could not grade it (see its log)"
 
 
-def grade_submission(root: Path, student: str, assignment: str, *options: str) -> SubmissionResult:
-    """Check, repair and autograde one submission in a scratch copy, its kernel sandboxed;
-    problems are flagged, never fatal. Only the executed notebook comes back, into autograded/."""
-    path = root / "submitted" / student / assignment / f"{assignment}.ipynb"
-    problem = notebook_problem(path)
-    if problem:
-        return SubmissionResult(student, assignment, *problem)
-    source = root / "solutions" / assignment / f"{assignment}.ipynb"
-    with tempfile.TemporaryDirectory(prefix="saliencylab-grade-") as folder:
-        scratch = Path(folder)
-        copy_regular_files(path.parent, scratch / "submitted" / student / assignment)
-        copy = scratch / "submitted" / student / assignment / path.name
-        restored = restore_deleted_test_cells(copy, source)
-        findings = audit.audit_notebook(nbformat.read(str(copy), as_version=4), nbformat.read(str(source), as_version=4))
-        kernel_options, env = sandbox_options(scratch)
-        result = nbgrader(
-            root, "autograde", assignment, "--force", "--create", f"--student={student}",
-            f"--CourseDirectory.submitted_directory={scratch / 'submitted'}",
-            f"--CourseDirectory.autograded_directory={scratch / 'autograded'}",
-            *kernel_options, *options, env=env,
-        )
-        executed = scratch / "autograded" / student / assignment / path.name
-        if executed.is_symlink() or not executed.is_file():
-            return SubmissionResult(student, assignment, "not graded", failure_reason(result.stderr))
-        destination = root / "autograded" / student / assignment
-        shutil.rmtree(destination, ignore_errors=True)
-        destination.mkdir(parents=True)
-        shutil.copyfile(executed, destination / path.name)
-    notes = [f"restored deleted test cells {restored}"] if restored else []
-    if findings:
-        zeroed = withdraw_automatic_points(root, student, assignment, findings)
-        notes.append("; ".join(f"{f.cell}: {f.reason}" for f in findings) + f" -> 0 points on {zeroed}")
-        return SubmissionResult(student, assignment, "tampering", "; ".join(notes))
-    return SubmissionResult(student, assignment, "graded", "; ".join(notes))
+TAMPERING_ERRORS = ("TamperingError", "ReferenceImplementationCalled")
+CHECK_CALL = re.compile(r"^[ \t]*check_\w+\(", re.M)
+
+
+def runtime_findings(executed: nbformat.NotebookNode) -> list[audit.Finding]:
+    """What the run itself revealed: a check that raised a tampering error (something it relies
+    on was patched, or the reference implementation was called), or a test cell that ran without
+    error but whose checks printed no verdict (a check replaced by a function that does nothing)."""
+    exercises = sorted((c.metadata.get("nbgrader", {}).get("grade_id", "") for c in executed.cells
+                        if c.metadata.get("nbgrader", {}).get("solution") and c.cell_type == "code"),
+                       key=len, reverse=True)
+    findings = []
+    for cell in executed.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution"):
+            continue
+        grade_id = meta.get("grade_id", "")
+        exercise = next((e for e in exercises if grade_id.startswith(f"{e}_test")), None)
+        outputs = cell.get("outputs", [])
+        errors = [o for o in outputs if o.output_type == "error"]
+        for error in errors:
+            if error.ename in TAMPERING_ERRORS:
+                findings.append(audit.Finding(grade_id, f"{error.ename}: {error.evalue[:300]}", exercise))
+        verdicts = sum(str(o.get("text", "")).count("\u2713") for o in outputs if o.output_type == "stream")
+        calls = len(CHECK_CALL.findall(cell.source))
+        if not errors and verdicts < calls:
+            findings.append(audit.Finding(grade_id, f"{calls} check(s) ran without printing a verdict "
+                                          "(replaced by code that does nothing?)", exercise))
+    return findings
 
 
 def withdraw_automatic_points(root: Path, student: str, assignment: str, findings: list[audit.Finding]) -> list[str]:
@@ -235,16 +230,17 @@ def for_feedback(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return notebook
 
 
-def generate_feedback(root: Path, assignment: str) -> subprocess.CompletedProcess:
-    """HTML feedback for every autograded submission of ``assignment``: pass/fail, points and
-    messages per graded cell, without the hidden tests' code (``REVEAL_HIDDEN_TESTS=1`` keeps it)."""
-    if REVEAL_HIDDEN_TESTS:
-        return nbgrader(root, "generate_feedback", assignment, "--force")
+def generate_feedback(root: Path, assignment: str, students: Iterable[str]) -> subprocess.CompletedProcess:
+    """HTML feedback for these students' autograded ``assignment``, in one nbgrader call:
+    pass/fail, points and messages per graded cell, without the hidden tests' code
+    (``REVEAL_HIDDEN_TESTS=1`` keeps it)."""
     with tempfile.TemporaryDirectory(prefix="saliencylab-feedback-") as folder:
-        for executed in (root / "autograded").glob(f"*/{assignment}/*.ipynb"):
-            stripped = Path(folder) / executed.relative_to(root / "autograded")
-            stripped.parent.mkdir(parents=True, exist_ok=True)
-            nbformat.write(for_feedback(nbformat.read(str(executed), as_version=4)), str(stripped))
+        for student in students:
+            executed = root / "autograded" / student / assignment / SUBMISSION_NOTEBOOK.format(assignment=assignment)
+            notebook = nbformat.read(str(executed), as_version=4)
+            copy = Path(folder) / executed.relative_to(root / "autograded")
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            nbformat.write(notebook if REVEAL_HIDDEN_TESTS else for_feedback(notebook), str(copy))
         return nbgrader(root, "generate_feedback", assignment, "--force",
                         f"--CourseDirectory.autograded_directory={folder}")
 
@@ -272,17 +268,317 @@ def students(root: Path, assignment: str) -> list[str]:
     return sorted(p.parent.name for p in (root / "submitted").glob(f"*/{assignment}") if p.is_dir())
 
 
-def grade_all(root: Path, *options: str) -> list[SubmissionResult]:
-    """Grade every submission of every assignment under ``root``; feedback for the graded."""
-    results = []
+SUBMISSION_NOTEBOOK = "{assignment}.ipynb"
+
+
+def submission_files(folder: Path) -> dict[str, bytes]:
+    """A submission folder's regular files (relative path -> bytes): a symbolic link (to the
+    solutions, say) is neither followed nor copied."""
+    if not folder.is_dir() or folder.is_symlink():
+        return {}
+    files = {}
+    for base, _, names in sorted(os.walk(folder)):  # a linked folder is listed, never entered
+        for name in sorted(names):
+            path = Path(base) / name
+            if path.is_file() and not path.is_symlink():
+                files[str(path.relative_to(folder))] = path.read_bytes()
+    return files
+
+
+def source_files(root: Path, assignment: str) -> dict[str, bytes]:
+    """The assignment's files other than notebooks (data the notebook reads), which nbgrader
+    copies next to the submission."""
+    folder = root / "solutions" / assignment
+    return {name: content for name, content in submission_files(folder).items() if not name.endswith(".ipynb")}
+
+
+def checks_fingerprint() -> str:
+    """A hash of the library's checks (found without importing it, which would import torch):
+    a change to a check regrades every submission."""
+    spec = importlib.util.find_spec("saliencylab")
+    folder = Path(spec.origin).parent / "checks" if spec and spec.origin else None
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*")) if folder else []:
+        if path.suffix in (".py", ".json"):
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def fingerprint(*parts: bytes | str | dict[str, bytes]) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, dict):
+            for name, content in sorted(part.items()):
+                digest.update(name.encode() + b"\0" + hashlib.sha256(content).digest())
+        else:
+            digest.update(part.encode() if isinstance(part, str) else part)
+        digest.update(b"\1")
+    return digest.hexdigest()
+
+
+@dataclass
+class Prepared:
+    """One submission ready to grade: its task (None when it cannot be run, with ``result``
+    saying why), what the static audit found, the test cells put back, and its content key."""
+
+    student: str
+    assignment: str
+    key: str
+    task: grading_task.GradingTask | None = None
+    result: SubmissionResult | None = None
+    findings: list[audit.Finding] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+    timestamp: str | None = None
+
+
+def prepare(root: Path, student: str, assignment: str, template: Path, options: tuple[str, ...],
+            threads: int) -> Prepared:
+    """Read, repair (deleted test cells restored, in memory) and audit one submission."""
+    folder = root / "submitted" / student / assignment
+    name = SUBMISSION_NOTEBOOK.format(assignment=assignment)
+    files = submission_files(folder)
+    source_path = root / "solutions" / assignment / name
+    extra = source_files(root, assignment)
+    key = fingerprint(files, source_path.read_bytes(), extra, checks_fingerprint(), " ".join(options),
+                      str(SANDBOX_OFF_REASON))
+    prepared = Prepared(student, assignment, key)
+    problem = notebook_problem(files, name, folder)
+    if problem:
+        prepared.result = SubmissionResult(student, assignment, *problem)
+        return prepared
+    notebook = nbformat.reads(files[name].decode("utf-8", errors="replace"), as_version=4)
+    source = nbformat.read(str(source_path), as_version=4)
+    prepared.restored = restore_deleted_test_cells(notebook, source)
+    prepared.findings = audit.audit_notebook(notebook, source)
+    files[name] = nbformat.writes(notebook).encode()
+    prepared.timestamp = files.get("timestamp.txt", b"").decode(errors="replace").strip() or None
+    prepared.task = grading_task.GradingTask(
+        student=student, assignment=assignment, files=files, source_files=extra,
+        gradebook=template.read_bytes(), config=(root / "nbgrader_config.py").read_text(),
+        options=options, threads=threads,
+    )
+    return prepared
+
+
+def merge(root: Path, prepared: Prepared, outcome: grading_task.TaskOutcome | BaseException,
+          previously_withdrawn: Iterable[str] = ()) -> SubmissionResult:
+    """Bring one worker's result home: the executed notebook into autograded/, its scores into
+    the gradebook (as nbgrader's own SaveAutoGrades does), tampering flagged and its points
+    withdrawn. Only this process writes the gradebook."""
+    student, assignment = prepared.student, prepared.assignment
+    if isinstance(outcome, BaseException):
+        return SubmissionResult(student, assignment, "failed",
+                                f"its worker failed twice ({type(outcome).__name__}: {str(outcome)[:200]})")
+    if outcome.executed is None:
+        return SubmissionResult(student, assignment, "not graded", failure_reason(outcome.log_tail), outcome.seconds)
+    executed = nbformat.reads(outcome.executed.decode("utf-8", errors="replace"), as_version=4)
+    destination = root / "autograded" / student / assignment
+    shutil.rmtree(destination, ignore_errors=True)
+    destination.mkdir(parents=True)
+    (destination / SUBMISSION_NOTEBOOK.format(assignment=assignment)).write_bytes(outcome.executed)
+    save_scores(root, prepared, executed, previously_withdrawn)
+    notes = [f"restored deleted test cells {prepared.restored}"] if prepared.restored else []
+    findings = prepared.findings + runtime_findings(executed)
+    if not findings:
+        return SubmissionResult(student, assignment, "graded", "; ".join(notes), outcome.seconds)
+    zeroed = withdraw_automatic_points(root, student, assignment, findings)
+    notes.append("; ".join(f"{f.cell}: {f.reason}" for f in findings) + f" -> 0 points on {zeroed}")
+    return SubmissionResult(student, assignment, "tampering", "; ".join(notes), outcome.seconds)
+
+
+def save_scores(root: Path, prepared: Prepared, executed: nbformat.NotebookNode,
+                previously_withdrawn: Iterable[str]) -> None:
+    """Record the executed notebook's automatic scores and comments in the gradebook with
+    nbgrader's own preprocessor; manual scores an instructor gave are kept, except the zeros
+    this grader set on an earlier run of a since-changed submission."""
+    from nbgrader.api import Gradebook
+    from nbgrader.preprocessors import SaveAutoGrades
+
+    url = f"sqlite:///{root / 'gradebook.db'}"
+    student, assignment = prepared.student, prepared.assignment
+    with Gradebook(url) as gradebook:
+        gradebook.update_or_create_student(student)
+        extra = {"timestamp": prepared.timestamp} if prepared.timestamp else {}
+        gradebook.update_or_create_submission(assignment, student, **extra)
+        notebook = gradebook.find_submission_notebook(assignment, assignment, student)
+        for grade in notebook.grades:
+            if grade.name in previously_withdrawn and grade.manual_score == 0.0:
+                grade.manual_score = None
+        gradebook.db.commit()
+    resources = {"nbgrader": {"notebook": assignment, "assignment": assignment, "student": student, "db_url": url}}
+    SaveAutoGrades().preprocess(executed, resources)
+
+
+class GradingCache:
+    """What the last run graded, by content key (``.grading/cache.json``): an unchanged
+    submission keeps its result; an unchanged source notebook keeps its registration."""
+
+    def __init__(self, root: Path, force: bool = False) -> None:
+        self.path = state_folder(root) / "cache.json"
+        fresh = force or not self.path.exists() or not (root / "gradebook.db").exists()
+        self.data: dict = {"registered": {}, "submissions": {}} if fresh else json.loads(self.path.read_text())
+
+    def registration(self, assignment: str) -> str | None:
+        return self.data["registered"].get(assignment)
+
+    def register(self, assignment: str, key: str) -> None:
+        self.data["registered"][assignment] = key
+        self.save()
+
+    def previous(self, prepared: Prepared) -> dict:
+        return self.data["submissions"].get(f"{prepared.assignment}/{prepared.student}", {})
+
+    def store(self, prepared: Prepared, result: SubmissionResult, withdrawn: list[str]) -> None:
+        self.data["submissions"][f"{prepared.assignment}/{prepared.student}"] = {
+            "key": prepared.key, "status": result.status, "detail": result.detail,
+            "seconds": result.seconds, "withdrawn": withdrawn}
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = self.path.with_suffix(".tmp")
+        scratch.write_text(json.dumps(self.data, indent=1))
+        scratch.replace(self.path)  # atomic: an interrupted run leaves the previous cache whole
+
+
+def ensure_registered(root: Path, assignment: str, cache: GradingCache) -> Path:
+    """Register ``assignment`` unless its source is unchanged since the last registration."""
+    source = root / "solutions" / assignment
+    key = fingerprint(submission_files(source))
+    template = state_folder(root) / "templates" / f"{assignment}.db"
+    if cache.registration(assignment) != key or not template.exists():
+        template = register_assignment(root, assignment)
+        cache.register(assignment, key)
+    return template
+
+
+def unchanged_result(root: Path, prepared: Prepared, previous: dict) -> SubmissionResult | None:
+    """The previous result when nothing that decides it has changed (and its notebook is still
+    in autograded/), else None."""
+    if previous.get("key") != prepared.key:
+        return None
+    executed = root / "autograded" / prepared.student / prepared.assignment / SUBMISSION_NOTEBOOK.format(
+        assignment=prepared.assignment)
+    if previous["status"] in ("graded", "tampering") and not executed.exists():
+        return None
+    return SubmissionResult(prepared.student, prepared.assignment, previous["status"], previous["detail"],
+                            previous.get("seconds", 0.0), rerun=False)
+
+
+def grade_all(root: Path, *options: str, jobs: int | None = None, scheduler: str | None = None,
+              force: bool = False, progress: bool = False) -> list[SubmissionResult]:
+    """Grade every submission of every assignment under ``root``: changed ones only (all with
+    ``force``), ``jobs`` at a time on a local Dask cluster (in this process when 1), or on the
+    Dask cluster at ``scheduler``; feedback for each one regraded."""
+    cache = GradingCache(root, force)
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    results: list[SubmissionResult] = []
+    pending: list[Prepared] = []
     for assignment in submitted_assignments(root):
-        register_assignment(root, assignment)
+        template = ensure_registered(root, assignment, cache)
         for student in students(root, assignment):
-            result = grade_submission(root, student, assignment, *options)
-            print(f"  {assignment:<28} {student:<20} {result.status} {result.detail}", flush=True)
-            results.append(result)
-        generate_feedback(root, assignment)
+            prepared = prepare(root, student, assignment, template, options, threads)
+            previous = cache.previous(prepared)
+            kept = unchanged_result(root, prepared, previous)
+            if kept is not None:
+                results.append(kept)
+            elif prepared.task is None:
+                results.append(prepared.result)
+                cache.store(prepared, prepared.result, [])
+            else:
+                pending.append(prepared)
+
+    def finished(index: int, outcome: grading_task.TaskOutcome | BaseException) -> None:
+        prepared = pending[index]
+        withdrawn_before = cache.previous(prepared).get("withdrawn", [])
+        result = merge(root, prepared, outcome, withdrawn_before)
+        withdrawn = withdrawn_cells(root, result) if result.status == "tampering" else []
+        cache.store(prepared, result, withdrawn)
+        results.append(result)
+
+    run_tasks([p.task for p in pending], jobs, scheduler, finished, progress)
+    for assignment in sorted({p.assignment for p in pending}):
+        regraded = [r.student for r in results if r.assignment == assignment and r.rerun and r.graded]
+        if regraded:
+            generate_feedback(root, assignment, regraded)
     return results
+
+
+def withdrawn_cells(root: Path, result: SubmissionResult) -> list[str]:
+    """The cells this grader zeroed for tampering (listed in the result's detail)."""
+    match = re.search(r"-> 0 points on \[(.*?)\]", result.detail)
+    return re.findall(r"'([^']+)'", match.group(1)) if match else []
+
+
+def run_tasks(tasks: list[grading_task.GradingTask], jobs: int, scheduler: str | None,
+              finished: Callable[[int, grading_task.TaskOutcome | BaseException], None],
+              progress: bool = False, task_fn: Callable = grading_task.run) -> None:
+    """Run every task and call ``finished(index, outcome)`` as each completes (in this process,
+    in completion order). One job and no scheduler: one after another here. Otherwise on Dask:
+    a local cluster of ``jobs`` worker processes, or the cluster at ``scheduler``; a task whose
+    worker dies, or that raises, is retried once, then reported as the exception."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(tasks), unit="notebook", desc="grading", disable=not progress or not tasks,
+               dynamic_ncols=True, file=sys.stderr)
+    if not tasks:
+        return
+    if jobs == 1 and scheduler is None:
+        for index, task in enumerate(tasks):
+            finished(index, _with_one_retry(task_fn, task))
+            bar.update()
+        bar.close()
+        return
+    import logging
+
+    import dask
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        cluster = None if scheduler else LocalCluster(
+            n_workers=min(jobs, len(tasks)), threads_per_worker=1, processes=True, memory_limit=0,
+            dashboard_address=None, silence_logs=logging.ERROR)
+        try:
+            with Client(scheduler or cluster) as client:
+                for module in (sandbox, grading_task):
+                    client.upload_file(module.__file__, load=True)
+                futures = {client.submit(task_fn, task, pure=False, retries=1,
+                                         key=f"grade-{task.assignment}-{task.student}-{index}-{time.time_ns()}"): index
+                           for index, task in enumerate(tasks)}
+                for future in as_completed(futures):
+                    try:
+                        outcome = future.result()
+                    except Exception as error:  # KilledWorker after the retry, or the task's own error
+                        outcome = error
+                    finished(futures[future], outcome)
+                    bar.update()
+        finally:
+            bar.close()
+            if cluster is not None:
+                cluster.close()
+
+
+def _with_one_retry(task_fn: Callable, task: grading_task.GradingTask) -> grading_task.TaskOutcome | BaseException:
+    for attempt in range(2):
+        try:
+            return task_fn(task)
+        except Exception as error:
+            if attempt == 1:
+                return error
+    raise AssertionError("not reached")
+
+
+def grade_submission(root: Path, student: str, assignment: str, *options: str) -> SubmissionResult:
+    """Grade one submission here, one after another (registration must have been done)."""
+    template = state_folder(root) / "templates" / f"{assignment}.db"
+    prepared = prepare(root, student, assignment, template, options, threads=os.cpu_count() or 1)
+    if prepared.task is None:
+        return prepared.result
+    result = merge(root, prepared, _with_one_retry(grading_task.run, prepared.task))
+    if result.graded:
+        generate_feedback(root, assignment, [student])
+    return result
 
 
 def write_csv(results: list[SubmissionResult], scores: list[CellScore], path: Path) -> list[list[str]]:
@@ -314,6 +610,23 @@ def print_table(rows: list[list[str]]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(row[:6], widths)))
 
 
+def summary(results: list[SubmissionResult], slowest: int = 5) -> str:
+    """Counts (graded / flagged / failed / unchanged) and the slowest submissions of this run."""
+    counts = {"graded": 0, "flagged": 0, "failed": 0}
+    for result in results:
+        counts["graded" if result.status == "graded" else "flagged" if result.graded else "failed"] += 1
+    rerun = [r for r in results if r.rerun and r.seconds > 0]
+    lines = [f"{counts['graded']} graded, {counts['flagged']} flagged (tampering), {counts['failed']} failed "
+             f"or not graded; {len(results) - len([r for r in results if r.rerun])} unchanged since the last run."]
+    if rerun:
+        lines.append("slowest: " + ", ".join(f"{r.student}/{r.assignment} {r.seconds:.0f} s"
+                                            for r in sorted(rerun, key=lambda r: -r.seconds)[:slowest]))
+    for result in results:
+        if result.status != "graded":
+            lines.append(f"  {result.status}: {result.student} / {result.assignment}: {result.detail}")
+    return "\n".join(lines)
+
+
 def main() -> int:
     root = COURSE_ROOT
     if SANDBOX_OFF_REASON is None:
@@ -324,13 +637,14 @@ def main() -> int:
     if not submitted_assignments(root):
         print("No submissions: put them in submitted/<student>/<assignment>/<assignment>.ipynb")
         return 1
-    results = grade_all(root)
+    jobs = int(os.environ["JOBS"]) if os.environ.get("JOBS") else None
+    scheduler = os.environ.get("SCHEDULER") or None
+    where = f"on the Dask cluster at {scheduler}" if scheduler else f"{jobs or os.cpu_count()} at a time"
+    print(f"Grading {where}; FORCE=1 regrades unchanged submissions too.", flush=True)
+    results = grade_all(root, jobs=jobs, scheduler=scheduler, force=os.environ.get("FORCE") == "1", progress=True)
     rows = write_csv(results, cell_scores(root), root / "grades.csv")
     print_table(rows)
-    flagged = [r for r in results if r.status != "graded"]
-    print(f"\n{len(results) - len(flagged)} graded, {len(flagged)} flagged; grades.csv and feedback/ written.")
-    for result in flagged:
-        print(f"  flagged: {result.student} / {result.assignment}: {result.status}: {result.detail}")
+    print("\n" + summary(results) + "\ngrades.csv and feedback/ written.")
     return 0
 
 

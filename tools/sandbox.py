@@ -26,16 +26,24 @@ Use::
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 SANDBOX_UID = 65534  # nobody: the processes it may start are counted against this user
+# Kernels graded at the same time each get their own user from this range, so that one kernel's
+# fork bomb (the process limit counts every process of a user) cannot starve another's threads.
+SANDBOX_UID_RANGE = range(200_000, 200_256)
+UID_LOCKS = Path(tempfile.gettempdir()) / "saliencylab-sandbox-uids"
 SYSTEM_DIRS = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc")
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY",
               "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "GLIBC_TUNABLES", "SALIENCYLAB_DEVICE",
@@ -52,6 +60,27 @@ class Limits:
     memory_gb: float = 8.0  # address space (torch maps ~3 GB before any tensor)
     processes: int = 64
     cpu_seconds: int = 1800
+    uid: int = SANDBOX_UID  # the user the kernel runs as (see claim_uid)
+
+
+@contextmanager
+def claim_uid() -> Iterator[int]:
+    """A user id from :data:`SANDBOX_UID_RANGE` that no other kernel on this machine holds while
+    the ``with`` block runs (an exclusive lock file per id, released even if this process dies)."""
+    UID_LOCKS.mkdir(mode=0o700, exist_ok=True)
+    for uid in SANDBOX_UID_RANGE:
+        handle = open(UID_LOCKS / str(uid), "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        try:
+            yield uid
+        finally:
+            handle.close()
+        return
+    raise RuntimeError(f"all {len(SANDBOX_UID_RANGE)} sandbox user ids are in use: grade fewer at a time")
 
 
 def readonly_paths() -> list[Path]:
@@ -100,7 +129,7 @@ def sandbox_command(workdir: Path, writable: list[Path], limits: Limits, command
     for name in PASSED_ENV:
         if name in os.environ:
             argv += ["--setenv", name, os.environ[name]]
-    argv += ["--", "setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups",
+    argv += ["--", "setpriv", f"--reuid={limits.uid}", f"--regid={limits.uid}", "--clear-groups",
              "--inh-caps=-all", "--bounding-set=-all",
              "prlimit", f"--as={int(limits.memory_gb * 2**30)}", f"--nproc={limits.processes}",
              f"--cpu={limits.cpu_seconds}", "--",

@@ -15,8 +15,9 @@ import importlib
 import pkgutil
 
 from saliencylab.checks._common import CheckFailed
+from saliencylab.checks._integrity import ReferenceImplementationCalled, TamperingError, capture
 
-__all__ = ["CheckFailed"]
+__all__ = ["CheckFailed", "TamperingError", "ReferenceImplementationCalled"]
 
 for _module_info in pkgutil.iter_modules(__path__):
     if _module_info.name.startswith("_"):
@@ -25,3 +26,5 @@ for _module_info in pkgutil.iter_modules(__path__):
     for _name in getattr(_module, "__all__", []):
         globals()[_name] = getattr(_module, _name)
         __all__.append(_name)
+
+capture()  # what the checks rely on, recorded before any student code runs

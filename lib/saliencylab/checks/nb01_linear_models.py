@@ -26,6 +26,7 @@ from saliencylab.checks._common import (
     require_tensor,
     snapshot_side_effects,
 )
+from saliencylab.checks._integrity import exercise_check
 
 __all__ = ["check_input_gradient", "check_gradient_times_input"]
 
@@ -198,6 +199,7 @@ def _preview(tensor: torch.Tensor, count: int = 4) -> str:
     return "[" + ", ".join(f"{v:.3f}" for v in tensor.flatten()[:count].tolist()) + ", ...]"
 
 
+@exercise_check
 def check_input_gradient(
     student_fn: ExerciseFn,
     model: nn.Module | None = None,
@@ -240,6 +242,7 @@ def _contribution_mistakes(
     return mistakes
 
 
+@exercise_check
 def check_gradient_times_input(
     student_fn: ExerciseFn,
     model: nn.Module | None = None,

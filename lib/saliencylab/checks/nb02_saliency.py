@@ -19,6 +19,7 @@ from torch import nn
 from saliencylab._core import reduce_channels, select_logits
 from saliencylab.attribution import saliency
 from saliencylab.checks._common import close, diagnose, passed, require_shape
+from saliencylab.checks._integrity import exercise_check
 from saliencylab.checks.nb01_linear_models import run_student_twice, score_gradient
 
 __all__ = ["check_saliency_map"]
@@ -149,6 +150,7 @@ def _means(maps: torch.Tensor) -> str:
     return "[" + ", ".join(f"{v:.3g}" for v in maps.flatten(1).mean(dim=1).tolist()) + "]"
 
 
+@exercise_check
 def check_saliency_map(
     student_fn: SaliencyFn,
     model: nn.Module | None = None,

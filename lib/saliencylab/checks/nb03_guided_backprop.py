@@ -30,6 +30,7 @@ from torch import nn
 from saliencylab._core import HookSet, select_logits
 from saliencylab.attribution import deconvnet, guided_backprop
 from saliencylab.checks._common import CheckFailed, close, diagnose, fail, passed, require_shape
+from saliencylab.checks._integrity import exercise_check
 from saliencylab.checks.nb01_linear_models import run_student_twice
 
 __all__ = [
@@ -316,6 +317,7 @@ def _run_and_compare(
     )
 
 
+@exercise_check
 def check_guided_backprop_map(
     student_fn: Callable,
     model: nn.Module | None = None,
@@ -334,6 +336,7 @@ def check_guided_backprop_map(
                      model, images, target, inplace_relu=True, tol=tol)
 
 
+@exercise_check
 def check_deconvnet_map(
     student_fn: Callable,
     model: nn.Module | None = None,

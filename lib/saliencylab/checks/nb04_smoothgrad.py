@@ -18,6 +18,7 @@ from torch import nn
 
 from saliencylab._core import input_gradients
 from saliencylab.checks._common import diagnose, fail, passed, require_shape, require_tensor, snapshot_side_effects
+from saliencylab.checks._integrity import exercise_check
 
 __all__ = ["check_smoothgrad_map", "RecordingModel", "tiny_smooth_classifier"]
 
@@ -180,6 +181,7 @@ def _expected_maps(
     return expected, mistakes
 
 
+@exercise_check
 def check_smoothgrad_map(
     student_fn: SmoothGradFn,
     *,

@@ -27,6 +27,7 @@ from saliencylab.checks._common import (
     require_tensor,
     snapshot_side_effects,
 )
+from saliencylab.checks._integrity import exercise_check
 
 __all__ = ["check_gradcam_map"]
 
@@ -87,6 +88,7 @@ def fixed_gradcam_images(seed: int = 6) -> torch.Tensor:
     return smooth_random_images(2, IMAGE_SIZE, seed)
 
 
+@exercise_check
 def check_gradcam_map(
     gradcam_map: GradCamFn,
     model: nn.Module | None = None,

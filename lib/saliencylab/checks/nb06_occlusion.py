@@ -23,6 +23,7 @@ from torch import nn
 from saliencylab._core import batch_slices, select_logits
 from saliencylab.attribution.occlusion import occlusion
 from saliencylab.checks._common import close, diagnose, fail, passed, require_shape, require_tensor
+from saliencylab.checks._integrity import exercise_check
 from saliencylab.checks.nb05_gradcam import kaiming_init_, smooth_random_images
 
 __all__ = ["check_occlusion_map"]
@@ -95,6 +96,7 @@ def window_corners(image: torch.Tensor, window: int, stride: int) -> list[tuple[
     return [(y, x) for y in rows for x in cols]
 
 
+@exercise_check
 def check_occlusion_map(
     occlusion_map: OcclusionFn,
     model: nn.Module | None = None,

@@ -24,6 +24,7 @@ from saliencylab.checks._common import (
     require_tensor,
     snapshot_side_effects,
 )
+from saliencylab.checks._integrity import exercise_check
 
 __all__ = ["check_fooling_step", "check_make_fooling_image"]
 
@@ -114,6 +115,7 @@ def _path_model() -> nn.Module:
 # ------------------------------------------------------------------ check: one step
 
 
+@exercise_check
 def check_fooling_step(
     student_fn: StepFn,
     model: nn.Module | None = None,
@@ -222,6 +224,7 @@ class _RecordingStep:
         return reference_fooling_step(model, image, target, step_size)
 
 
+@exercise_check
 def check_make_fooling_image(
     student_fn: Callable[..., tuple[torch.Tensor, int]],
     model: nn.Module | None = None,

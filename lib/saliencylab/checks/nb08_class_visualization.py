@@ -16,6 +16,7 @@ from torch import nn
 
 from saliencylab.attribution.class_visualization import GREY, class_visualization
 from saliencylab.checks._common import diagnose, passed, require_shape, require_tensor, snapshot_side_effects
+from saliencylab.checks._integrity import exercise_check
 from saliencylab.checks.nb07_fooling_images import (
     gradient_of,
     image_with_extremes,
@@ -43,6 +44,7 @@ def _rms_step(image: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tenso
     return image.detach() + lr * grad / grad.square().mean().sqrt().clamp_min(1e-12)
 
 
+@exercise_check
 def check_class_visualization_step(
     student_fn: StepFn,
     model: nn.Module | None = None,

@@ -33,6 +33,7 @@ from saliencylab.checks._common import (
     require_tensor,
     snapshot_side_effects,
 )
+from saliencylab.checks._integrity import exercise_check
 from saliencylab.checks.nb04_smoothgrad import RecordingModel, tiny_smooth_classifier
 
 __all__ = ["check_completeness_error", "check_integrated_gradients_map", "fixed_ig_inputs"]
@@ -191,6 +192,7 @@ def _check_path_batches(batches: list[torch.Tensor], steps: int, batch_size: int
         )
 
 
+@exercise_check
 def check_integrated_gradients_map(
     student_fn: IntegratedGradientsFn,
     *,
@@ -319,6 +321,7 @@ def _completeness_mistakes(
     return mistakes
 
 
+@exercise_check
 def check_completeness_error(
     student_fn: CompletenessFn,
     *,

@@ -28,6 +28,7 @@ from torch import nn
 
 from saliencylab.attribution import saliency
 from saliencylab.checks._common import close, diagnose, fail, passed, require_shape, require_tensor
+from saliencylab.checks._integrity import exercise_check
 from saliencylab.checks.nb05_gradcam import kaiming_init_, smooth_random_images
 from saliencylab.checks.nb06_occlusion import ForwardCall, ForwardRecorder, fixed_occlusion_model
 from saliencylab.metrics import auc, deletion_curve
@@ -245,6 +246,7 @@ def _check_cascade(calls: list[MethodCall], steps: int, what: str) -> None:
     )
 
 
+@exercise_check
 def check_cascading_randomization(
     student_fn: CascadeFn,
     *,
@@ -429,6 +431,7 @@ def _check_deletion_passes(calls: list[ForwardCall], points: int, batch_size: in
         )
 
 
+@exercise_check
 def check_deletion_scores(
     student_fn: DeletionFn,
     *,
