@@ -51,6 +51,15 @@ CHEATS = {
     "reference by attribute": ("def saliency_map(model, images, target):\n"
                                "    import saliencylab.attribution as a\n    return a.saliency(model, images, target)",
                                "reference implementation"),
+    "patches an aliased module": ("import saliencylab.checks as c\nc.check_saliency_map = print", "patches c."),
+    "patches a module's __dict__": ("import torch\ntorch.__dict__['allclose'] = max", "__dict__"),
+    "deletes from a module": ("import torch\ndelattr(torch, 'allclose')", "patches torch with delattr"),
+    "dunder setattr": ("import torch\ntype(torch).__setattr__(torch, 'allclose', max)", "patches torch with __setattr__"),
+    "binds a check in a loop": ("for check_saliency_map in [bool]:\n    pass", "replaces the grader function"),
+    "binds a check by import": ("from operator import truth as check_saliency_map", "by an import"),
+    "patches __main__": ("import __main__\nsetattr(__main__, 'check_saliency_map', bool)", "patches __main__"),
+    "removes the profiler": ("import sys\nsys.setprofile(None)", "setprofile"),
+    "unwraps a check": ("from saliencylab.checks import check_saliency_map as c\nraw = c.__wrapped__", "__wrapped__"),
 }
 
 

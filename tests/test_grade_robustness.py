@@ -95,6 +95,22 @@ s.settimeout(2)
 print("connect:", s.connect_ex(("127.0.0.1", PORT)))
 """
 
+GRADEBOOK_CORRUPTER = """import os, sqlite3
+for up in range(6):  # every database above the working folder: the gradebook, if it were there
+    folder = os.path.abspath(os.path.join(os.getcwd(), *[".."] * up))
+    for base, _, files in os.walk(folder):
+        for name in files:
+            if name.endswith(".db"):
+                try:
+                    with sqlite3.connect(os.path.join(base, name)) as db:
+                        db.execute("update grade set auto_score = 100, manual_score = 100")
+                    print("changed", name)
+                except Exception as error:
+                    print("refused", name, type(error).__name__)
+"""
+SLEEPER = "import time\ntime.sleep(10**6)"
+FLOOD = "chunk = 'x' * 2**20\nwhile True:  # a megabyte per line, until the cell's time is up\n    print(chunk)"
+
 # Graded only inside the sandbox: without it, the vandal would spoil this machine's files.
 HOSTILE = {
     "aaa_vandal": notebook(extra_cell=VANDAL),
@@ -102,6 +118,7 @@ HOSTILE = {
     "spy": notebook(extra_cell=SPY),
     "fork_bomb": notebook(extra_cell=FORK_BOMB),
     "memory_hog": notebook(extra_cell=MEMORY_HOG),
+    "gradebook_corrupter": notebook(extra_cell=GRADEBOOK_CORRUPTER),
 } if grade.SANDBOX_OFF_REASON is None else {}
 
 SUBMISSIONS = {
@@ -114,6 +131,8 @@ SUBMISSIONS = {
     "infinite_loop": notebook(extra_cell="while True:\n    pass"),
     "kernel_crash": notebook(extra_cell="import os\nos._exit(1)"),
     "huge_output": notebook(extra_cell="for i in range(100000):\n    print('spam', i)"),
+    "sleeps_forever": notebook(extra_cell=SLEEPER),
+    "prints_gigabytes": notebook(extra_cell=FLOOD),
     "edited_test_wrong": with_edited_test(notebook("    return 0")),
     "deleted_test_right": without_cell(notebook(), "double_test"),
     "deleted_test_wrong": without_cell(notebook("    return 0"), "double_test"),
@@ -182,6 +201,21 @@ def test_a_kernel_crash_is_flagged_not_fatal(graded):
     crash = results["kernel_crash"]
     assert not crash.graded and "kernel died" in crash.detail
     assert table["kernel_crash"]["status"] == "not graded" and score(table, "kernel_crash") == (0.0, 4.0)
+
+
+def test_sleeping_forever_is_stopped_and_the_rest_graded(graded):
+    _, results, table, _ = graded
+    assert results["sleeps_forever"].graded and score(table, "sleeps_forever") == (3.0, 4.0)
+
+
+def test_printing_gigabytes_ends_graded_or_flagged(graded):
+    root, results, table, _ = graded
+    flood = results["prints_gigabytes"]
+    assert flood.graded or flood.status == "not graded", flood
+    if flood.graded:
+        assert score(table, "prints_gigabytes") == (3.0, 4.0)
+        executed = root / "autograded" / "prints_gigabytes" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+        assert executed.stat().st_size < 50_000_000
 
 
 def test_huge_output_is_graded_and_truncated(graded):
@@ -255,6 +289,13 @@ def test_a_spy_finds_no_solutions(graded):
 
 
 @pytest.mark.skipif(grade.SANDBOX_OFF_REASON is not None, reason="needs the sandbox")
+def test_the_gradebook_is_out_of_reach(graded):
+    root, results, table, _ = graded
+    assert results["gradebook_corrupter"].graded and score(table, "gradebook_corrupter") == (3.0, 4.0)
+    assert "changed gradebook" not in executed_outputs(root, "gradebook_corrupter")
+    assert score(table, "good") == (3.0, 4.0) and score(table, "raises") == (1.0, 4.0)
+
+
 def test_fork_bombs_memory_hogs_and_network_calls_are_contained(graded):
     root, results, table, _ = graded
     assert "fork refused: BlockingIOError" in executed_outputs(root, "fork_bomb")
@@ -292,3 +333,29 @@ def test_tampering_is_flagged_with_its_reason_and_loses_the_automatic_points(gra
     assert replaced.status == "tampering" and "check_double" in replaced.detail
     assert score(table, "replaces_a_check") == (1.0, 4.0)  # its exercise only; triple keeps its point
     assert results["good"].status == "graded"
+
+
+# --- what the run reveals --------------------------------------------------------------------
+
+
+def executed_test_cell(source: str, outputs: list) -> nbformat.NotebookNode:
+    notebook = nbtools.new_notebook([nbtools.solution("def f(x):\n    return x", "f"),
+                                     nbtools.tests(source, "f_test", 1)], ASSIGNMENT)
+    notebook.cells[1].outputs = [nbformat.from_dict(output) for output in outputs]
+    return notebook
+
+
+def test_a_check_that_prints_no_verdict_is_flagged():
+    silent = executed_test_cell("check_f(f)", [])
+    findings = grade.runtime_findings(silent)
+    assert [(f.cell, f.exercise) for f in findings] == [("f_test", "f")] and "without printing a verdict" in findings[0].reason
+    honest = executed_test_cell("check_f(f)", [{"output_type": "stream", "name": "stdout", "text": "✓ f passed\n"}])
+    assert grade.runtime_findings(honest) == []
+
+
+def test_a_tampering_error_in_a_test_cell_is_flagged():
+    error = {"output_type": "error", "ename": "ReferenceImplementationCalled", "evalue": "f called ...", "traceback": []}
+    findings = grade.runtime_findings(executed_test_cell("check_f(f)", [error]))
+    assert [(f.cell, f.exercise) for f in findings] == [("f_test", "f")]
+    plain_failure = {**error, "ename": "CheckFailed"}
+    assert grade.runtime_findings(executed_test_cell("check_f(f)", [plain_failure])) == []

@@ -240,5 +240,7 @@ def test_wrong_answer_loses_its_exercise_points_only(kernels, assignment, exerci
     own = {k: v for k, v in outcome.items() if k.startswith(f"{exercise}_test")}
     others = {k: v for k, v in outcome.items() if k not in own}
     assert any(own.values()), f"{wrong_answer.name} passed every test of {exercise}: the grader misses it"
+    tampering = {k: v for k, v in own.items() if v and v.split(":")[0] in ("TamperingError", "ReferenceImplementationCalled")}
+    assert not tampering, f"{wrong_answer.name} is an honest mistake, yet flagged as tampering: {tampering}"
     broken = {k: v for k, v in others.items() if v}
     assert not broken, f"{wrong_answer.name} also failed other exercises' tests: {broken}"

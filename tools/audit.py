@@ -39,7 +39,7 @@ def _reference_implementations() -> dict[str, frozenset[str]]:
 REFERENCE_IMPLEMENTATIONS = _reference_implementations()
 PROTECTED_MODULES = frozenset({"torch", "nn", "F", "np", "numpy", "builtins", "math", "saliencylab",
                                "checks", "attribution", "metrics", "sys", "os", "inspect", "nbgrader"})
-PROTECTED_ROOTS = frozenset({"torch", "numpy", "builtins", "math", "saliencylab", "sys", "os", "inspect",
+PROTECTED_ROOTS = frozenset({"__main__", "torch", "numpy", "builtins", "math", "saliencylab", "sys", "os", "inspect",
                              "nbgrader", "functools", "types"})
 INTERPRETER_CALLS = frozenset({"globals", "locals", "vars"})
 INTERPRETER_ATTRIBUTES = frozenset({"_getframe", "currentframe", "getouterframes", "f_back", "f_globals",
@@ -86,6 +86,7 @@ def audit_source(source: str, exercise: str | None = None,
         tree = ast.parse(source)
     except SyntaxError:
         return []  # it fails when run, and scores 0 there
+    protected = protected | protected_aliases([source])
     forbidden = REFERENCE_IMPLEMENTATIONS.get(exercise or "", frozenset())
     defined_here = {node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
     reasons: list[str] = []
@@ -97,10 +98,16 @@ def audit_source(source: str, exercise: str | None = None,
                 reasons.append(f"reaches into the interpreter ({name}())")
             if name in HIDDEN_CODE or (name == "import_module"):
                 reasons.append(f"runs code built at run time ({name}): hides what is executed")
-            if name in ("setattr", "delattr") and node.args and _root_name(node.args[0]) in protected:
+            if name in ("setattr", "delattr", "__setattr__", "__delattr__") and node.args and _root_name(node.args[0]) in protected:
                 reasons.append(f"patches {_root_name(node.args[0])} with {name}")
             if name in forbidden and name not in defined_here:
                 reasons.append(f"calls the library's reference implementation {name}() inside {exercise}")
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)) and node.id.startswith("check_"):
+            reasons.append(f"replaces the grader function {node.id}")
+        if isinstance(node, ast.ImportFrom) and node.module != "saliencylab.checks":
+            for alias in node.names:
+                if (alias.asname or alias.name).startswith("check_"):
+                    reasons.append(f"replaces the grader function {alias.asname or alias.name} by an import")
         if isinstance(node, ast.Name) and node.id == "__builtins__":
             reasons.append("reaches into the interpreter (__builtins__)")
         if isinstance(node, ast.Attribute):

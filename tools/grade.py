@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -396,7 +397,9 @@ def save_scores(root: Path, prepared: Prepared, executed: nbformat.NotebookNode,
 
     url = f"sqlite:///{root / 'gradebook.db'}"
     student, assignment = prepared.student, prepared.assignment
-    with Gradebook(url) as gradebook:
+    with warnings.catch_warnings(), Gradebook(url) as gradebook:
+        # nbgrader's own autograde emits these too ("... not in session, add operation ...")
+        warnings.filterwarnings("ignore", message=".*not in session.*")
         gradebook.update_or_create_student(student)
         extra = {"timestamp": prepared.timestamp} if prepared.timestamp else {}
         gradebook.update_or_create_submission(assignment, student, **extra)

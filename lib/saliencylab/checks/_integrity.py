@@ -4,7 +4,8 @@ Two layers (the grader adds a static audit of the submission and a sandbox aroun
 
 - **What the checks rely on is verified.** When ``saliencylab.checks`` is imported,
   :func:`capture` records the comparison functions of torch, numpy and math, the builtins, and
-  every function of saliencylab (and its code). Before and after each check,
+  every global of saliencylab's modules (functions with their code, the modules and constants
+  they use). Before and after each check,
   :func:`verify_untouched` compares them with what is there now; a replaced ``torch.allclose``,
   a patched ``check_*`` helper or a function given another ``__code__`` raises
   :class:`TamperingError` naming it.
@@ -83,9 +84,9 @@ def capture() -> None:
             _record(owner, label, name)
     for module_name, module in sorted(sys.modules.items()):
         if module_name == "saliencylab" or module_name.startswith("saliencylab."):
-            for name, value in list(vars(module).items()):
-                if _own_function_or_class(value, module_name):
-                    _record(module, module_name, name)
+            for name in list(vars(module)):
+                if not (name.startswith("__") and name.endswith("__")):  # every global: functions,
+                    _record(module, module_name, name)  # the modules and constants they use
     for exercise, dotted in load_reference_table().items():
         _reference_codes[exercise] = {_code_of(resolve(path)): path.split(":")[1] for path in dotted}
 
@@ -100,10 +101,6 @@ def resolve(path: str) -> Callable:
     """The function named by ``"module:function"``."""
     module_name, name = path.split(":")
     return getattr(importlib.import_module(module_name), name)
-
-
-def _own_function_or_class(value: Any, module_name: str) -> bool:
-    return (inspect.isfunction(value) or inspect.isclass(value)) and getattr(value, "__module__", None) == module_name
 
 
 def _code_of(function: Callable) -> types.CodeType:

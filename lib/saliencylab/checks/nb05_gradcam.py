@@ -90,14 +90,14 @@ def fixed_gradcam_images(seed: int = 6) -> torch.Tensor:
 
 @exercise_check
 def check_gradcam_map(
-    gradcam_map: GradCamFn,
+    student_fn: GradCamFn,
     model: nn.Module | None = None,
     images: torch.Tensor | None = None,
     target: Target | None = None,
     layer: nn.Module | None = None,
     tol: float = 1e-4,
 ) -> None:
-    """Check ``gradcam_map`` against the library's ``gradcam`` and name the likely mistake.
+    """Check the student's ``gradcam_map`` (``student_fn``) against the library's ``gradcam`` and name the likely mistake.
 
     Without arguments it uses :func:`fixed_gradcam_model` on two non-square images with the
     targets (2, 4); ``model``, ``images`` ``[B, 3, H, W]``, ``target`` and ``layer`` give other
@@ -113,7 +113,7 @@ def check_gradcam_map(
 
     verify_side_effects = _side_effect_verifier(model)
     student_target = targets if target is None else target
-    got = require_tensor(gradcam_map(model, images.clone(), student_target, layer), what)
+    got = require_tensor(student_fn(model, images.clone(), student_target, layer), what)
     verify_side_effects(what)
     _require_map_shape(got, model, images, layer, what)
     got = got.detach()
@@ -123,7 +123,7 @@ def check_gradcam_map(
     expected = gradcam(model, images, targets, layer=layer)
     if not close(got, expected, tol):
         diagnose(got, expected, _mistakes(model, images, targets, layer), what, tol)
-    _check_hooks_removed_on_error(gradcam_map, model, images, layer, verify_side_effects, what)
+    _check_hooks_removed_on_error(student_fn, model, images, layer, verify_side_effects, what)
     passed(
         "check_gradcam_map",
         f"maps of shape {tuple(got.shape)}; expected mean per image "

@@ -98,7 +98,7 @@ def window_corners(image: torch.Tensor, window: int, stride: int) -> list[tuple[
 
 @exercise_check
 def check_occlusion_map(
-    occlusion_map: OcclusionFn,
+    student_fn: OcclusionFn,
     model: nn.Module | None = None,
     image: torch.Tensor | None = None,
     target: int = FIXED_TARGET,
@@ -108,7 +108,7 @@ def check_occlusion_map(
     batch_size: int = 5,
     tol: float = 1e-4,
 ) -> None:
-    """Check ``occlusion_map`` against the library's ``occlusion`` and name the likely mistake.
+    """Check the student's ``occlusion_map`` (``student_fn``) against the library's ``occlusion`` and name the likely mistake.
 
     Without arguments: :func:`fixed_occlusion_model` on a ``[3, 20, 28]`` image, target 3,
     window 8, stride 4 (4 x 6 = 24 windows), grey baseline 0.5, batches of 5. ``stride`` must
@@ -124,7 +124,7 @@ def check_occlusion_map(
         )
     what = "occlusion_map(model, image, target, window, stride, baseline, batch_size)"
     recorder = ForwardRecorder(model)
-    got = occlusion_map(recorder, image.clone(), target, window, stride, baseline, batch_size)
+    got = student_fn(recorder, image.clone(), target, window, stride, baseline, batch_size)
     got = require_tensor(got, what)
     _require_map_shape(got, image, what)
     got = got.detach().clone()
