@@ -45,7 +45,7 @@ SANDBOX_UID = 65534  # nobody: the processes it may start are counted against th
 SANDBOX_UID_RANGE = range(200_000, 200_256)
 UID_LOCKS = Path(tempfile.gettempdir()) / "saliencylab-sandbox-uids"
 SYSTEM_DIRS = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc")
-PASSED_ENV = ("PATH", "LANG", "LC_ALL", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY",
+PASSED_ENV = ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY",
               "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "GLIBC_TUNABLES", "SALIENCYLAB_DEVICE",
               "PYDEVD_DISABLE_FILE_VALIDATION")
 # Runs its arguments as a child, so that the kernel's parent is this shell, not the sandbox's
