@@ -1,7 +1,9 @@
-"""Shared plumbing for every method: input checks, targets, eval mode, hooks, batching.
+"""Shared plumbing for every method: targets, eval mode, hooks, batching, channel reduction.
 
-Everything a user can get wrong (a wrong image shape, a target out of range, a model in
-train mode) is caught here, once, with an error that says what to do.
+The argument checks themselves (a wrong image shape, a target out of range, an unknown
+``reduce``) live in ``saliencylab._validate``, one function per kind of argument; this module
+applies them where every method passes (targets, logits, batches) and adds what needs a model:
+eval mode with a warning for a model in train mode, and a clear error for the wrong input size.
 """
 
 from __future__ import annotations
@@ -10,17 +12,28 @@ import contextlib
 import os
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Callable, Union
+from typing import Union
 
 import torch
 from torch import nn
 
+from saliencylab import _validate as validate
+from saliencylab._validate import SaliencyLabError
+
 TargetLike = Union[None, int, Sequence[int], torch.Tensor]
 
-
-class SaliencyLabError(ValueError):
-    """A mistake in how a saliencylab function was called; the message says how to fix it."""
-
+# Default images per pass (SmoothGrad, Integrated Gradients, occlusion, deletion/insertion):
+# as many as keep the largest single activation tensor of a batch under ACTIVATION_BUDGET.
+# glibc returns every buffer above its mmap threshold (32 MB at most) to the OS and page-faults
+# it in again on the next pass, so batches whose activations cross it get slower per image.
+# Measured on 2 cores, 224x224, seconds for 169 occlusion windows at batch
+# 4/8/16/32/64: AlexNet (largest activation 0.74 MB per image) 1.70/1.38/1.21/0.98/0.91;
+# ResNet18 (3.1 MB) 3.13/2.73/2.97/3.18/3.19; VGG11 (12.3 MB) flat, 10.2-11.3; Lite0
+# (4.7 MB) fastest at 8 (bench/). The budget gives AlexNet 54, ResNet18 13, Lite0 8, VGG11 3,
+# and for images smaller than 224 proportionally more. Memory grows with the batch, never
+# with samples, steps or window positions.
+ACTIVATION_BUDGET = 40 * 2**20
+MAX_AUTO_BATCH_SIZE = 64
 
 DEVICE_VARIABLE = "SALIENCYLAB_DEVICE"
 
@@ -49,58 +62,6 @@ def course_device() -> torch.device:
             "use auto to take a GPU only where there is one (on Colab: Runtime > Change runtime type)."
         )
     return device
-
-
-def as_image_batch(images: torch.Tensor, name: str = "images") -> tuple[torch.Tensor, bool]:
-    """Check an image tensor and give it a batch dimension.
-
-    Args:
-        images: ``[B, 3, H, W]`` or a single ``[3, H, W]`` float tensor in ``[0, 1]``.
-    Returns:
-        ``(batch [B, 3, H, W], was_single)``; ``was_single`` tells the caller to drop the
-        batch dimension from its result again.
-    """
-    if not isinstance(images, torch.Tensor):
-        raise SaliencyLabError(
-            f"{name} must be a torch.Tensor of shape [B, 3, H, W] or [3, H, W], got "
-            f"{type(images).__name__}. Use saliencylab.images.to_tensor(image) to turn a PIL "
-            "image or a file into one."
-        )
-    if images.dim() == 3:
-        batch, single = images.unsqueeze(0), True
-    elif images.dim() == 4:
-        batch, single = images, False
-    else:
-        raise SaliencyLabError(
-            f"{name} must have shape [B, 3, H, W] or [3, H, W], got {list(images.shape)} "
-            f"({images.dim()} dimensions). Use to_tensor(image) for one image, or "
-            "torch.stack([...]) / torch.cat([...]) to make a batch."
-        )
-    channels = batch.shape[1]
-    if channels != 3:
-        hint = {
-            1: "it looks greyscale: repeat it to 3 channels (x.expand(-1, 3, -1, -1)) or load "
-            "it with load_image(), which converts to RGB",
-            4: "it looks like RGBA: drop the alpha channel (x[:, :3]) or load it with "
-            "load_image(), which converts to RGB",
-        }.get(channels, "channels must come second (PyTorch's [B, C, H, W] order)")
-        raise SaliencyLabError(
-            f"{name} must have 3 colour channels in dimension 1, got shape "
-            f"{list(images.shape)}: {hint}."
-        )
-    if not batch.is_floating_point():
-        raise SaliencyLabError(
-            f"{name} must be a float tensor with values in [0, 1], got dtype {batch.dtype}. "
-            "Divide uint8 images by 255 (or use to_tensor)."
-        )
-    if batch.numel() and (batch.min() < -1e-3 or batch.max() > 1 + 1e-3):
-        warnings.warn(
-            f"{name} has values in [{batch.min().item():.3g}, {batch.max().item():.3g}], "
-            "outside [0, 1]. saliencylab models normalise internally and expect plain RGB in "
-            "[0, 1]; do not normalise with the ImageNet mean/std yourself.",
-            stacklevel=3,
-        )
-    return batch, single
 
 
 def num_classes(logits: torch.Tensor) -> int:
@@ -137,38 +98,20 @@ def resolve_targets(
                 f"target has {targets.numel()} entries but there are {batch_size} images: "
                 "give one class per image, a single int for all, or None for the predictions."
             )
-    check_target_range(model, images, targets)
+    validate.targets_in_range(targets, class_count(model, images))
     return targets
 
 
-def check_target_range(
-    model: nn.Module,
-    images: torch.Tensor,
-    targets: torch.Tensor,
-    logits: torch.Tensor | None = None,
-) -> None:
-    """Raise a clear error when a class index is outside ``[0, num_classes)``.
+def class_count(model: nn.Module, images: torch.Tensor) -> int:
+    """How many classes ``model`` tells apart, for a range check of class indices.
 
-    The class count comes from ``logits`` when given, else from the ``class_names`` that every
-    model of ``load_model`` carries (no forward pass), else from one forward pass on one image.
+    From the ``class_names`` that every model of ``load_model`` carries (no forward pass),
+    else from one forward pass on one image of ``images [B, 3, H, W]``.
     """
-    if logits is not None:
-        classes = num_classes(logits)
-    elif getattr(model, "class_names", None) is not None:
-        classes = len(model.class_names)
-    else:
-        with torch.no_grad():
-            classes = num_classes(model(images[:1]))
-    _raise_if_out_of_range(targets, classes)
-
-
-def _raise_if_out_of_range(targets: torch.Tensor, classes: int) -> None:
-    bad = targets[(targets < 0) | (targets >= classes)]
-    if bad.numel():
-        raise SaliencyLabError(
-            f"target {bad[0].item()} is out of range: this model has {classes} classes "
-            f"(valid targets are 0..{classes - 1})."
-        )
+    if getattr(model, "class_names", None) is not None:
+        return len(model.class_names)
+    with torch.no_grad():
+        return num_classes(model(images[:1]))
 
 
 @contextlib.contextmanager
@@ -237,36 +180,44 @@ class HookSet:
 
 def batch_slices(total: int, batch_size: int) -> Iterator[slice]:
     """Slices that cut ``range(total)`` into consecutive chunks of at most ``batch_size``."""
-    if batch_size < 1:
-        raise SaliencyLabError(f"batch_size must be a positive int, got {batch_size}.")
+    batch_size = validate.positive_int(batch_size, "batch_size")
     for start in range(0, total, batch_size):
         yield slice(start, min(start + batch_size, total))
 
 
+def auto_batch_size(model: nn.Module, images: torch.Tensor) -> int:
+    """Images per pass for ``model`` on images shaped like ``images [B, 3, H, W]``.
+
+    One forward pass of one image (hooks on every leaf module, removed after) finds the largest
+    activation; the batch keeps that tensor under ``ACTIVATION_BUDGET`` (1 to 64 images).
+    """
+    largest = [1]
+
+    def record(_module: nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor):
+            largest[0] = max(largest[0], output.numel() * output.element_size())
+
+    with HookSet() as hooks, torch.inference_mode():
+        for module in model.modules():
+            if next(module.children(), None) is None:
+                hooks.add(module.register_forward_hook(record))
+        model(images[:1])
+    return max(1, min(MAX_AUTO_BATCH_SIZE, ACTIVATION_BUDGET // largest[0]))
+
+
 def select_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """``logits [N, C]`` and ``targets [N]`` -> the target logit of each row, ``[N]``."""
-    _raise_if_out_of_range(targets, num_classes(logits))
+    validate.targets_in_range(targets, num_classes(logits))
     return logits.gather(1, targets.view(-1, 1)).squeeze(1)
 
 
 def reduce_channels(maps: torch.Tensor, reduce: str | None) -> torch.Tensor:
-    """Reduce ``[B, 3, H, W]`` attributions to ``[B, H, W]``.
+    """Reduce ``[B, 3, H, W]`` attributions to ``[B, H, W]`` with ``validate.REDUCERS[reduce]``.
 
     ``"max_abs"``: max over channels of |a| (Simonyan et al.); ``"sum_abs"``; ``"sum"``;
     ``"abs_sum"`` (|sum|); ``None`` keeps ``[B, 3, H, W]``.
     """
-    reducers: dict[str | None, Callable[[torch.Tensor], torch.Tensor]] = {
-        None: lambda m: m,
-        "max_abs": lambda m: m.abs().amax(dim=1),
-        "sum_abs": lambda m: m.abs().sum(dim=1),
-        "sum": lambda m: m.sum(dim=1),
-        "abs_sum": lambda m: m.sum(dim=1).abs(),
-    }
-    if reduce not in reducers:
-        raise SaliencyLabError(
-            f"reduce must be one of {sorted(k for k in reducers if k)} or None, got {reduce!r}."
-        )
-    return reducers[reduce](maps)
+    return validate.REDUCERS[validate.reduce_option(reduce)](maps)
 
 
 def make_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:

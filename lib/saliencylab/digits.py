@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from saliencylab import _validate as validate
 from saliencylab._core import SaliencyLabError, course_device
 
 __all__ = [
@@ -141,10 +142,7 @@ def load_digits_images(
     pixels = torch.as_tensor(digits.images, dtype=torch.float32) / 16.0  # [N, 8, 8]
     labels = torch.as_tensor(digits.target, dtype=torch.long)
     indices = _split_indices(len(labels))
-    if split not in indices:
-        raise SaliencyLabError(
-            f"split must be one of {sorted(indices)}, got {split!r}."
-        )
+    validate.one_of(split, "split", sorted(indices))
     chosen = torch.as_tensor(indices[split])
     device = course_device() if device is None else device
     return _upsample_to_rgb(pixels[chosen]).to(device), labels[chosen].to(device)

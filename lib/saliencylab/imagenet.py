@@ -15,8 +15,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from saliencylab._core import SaliencyLabError, as_image_batch, eval_mode
-from saliencylab.images import NameLookupError, unknown_name_error
+from saliencylab import _validate as validate
+from saliencylab._core import SaliencyLabError, eval_mode
+from saliencylab._validate import NameLookupError, unknown_name_error
 
 __all__ = ["ImageNetIndex", "AmbiguousNameError", "imagenet_class_names", "predict"]
 
@@ -139,9 +140,8 @@ def predict(
         For a batch, one list per image, most probable first; for one ``[3, H, W]`` image,
         its list alone.
     """
-    batch, single = as_image_batch(images)
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise SaliencyLabError(f"top must be a positive int, got {top!r}.")
+    batch, single = validate.image_batch(images)
+    top = validate.positive_int(top, "top")
     with eval_mode(model, batch), torch.no_grad():
         logits = model(batch)
     if logits.dim() != 2:

@@ -11,7 +11,6 @@ scikit-learn, so they are on disk wherever the course runs: nothing is downloade
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import warnings
@@ -25,7 +24,9 @@ import PIL.ImageOps
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from saliencylab._core import SaliencyLabError, as_image_batch, course_device
+from saliencylab import _validate as validate
+from saliencylab._core import SaliencyLabError, course_device
+from saliencylab._validate import NameLookupError, UnknownNameError, unknown_name_error
 
 __all__ = [
     "SAMPLE_IMAGES",
@@ -41,28 +42,6 @@ __all__ = [
 ]
 
 ImageLike = Union[str, Path, PIL.Image.Image, np.ndarray, torch.Tensor]
-
-
-class NameLookupError(SaliencyLabError, KeyError):
-    """A name (of a model, sample image or class) that does not pick exactly one thing."""
-
-    def __str__(self) -> str:  # KeyError would show the message quoted, on one line
-        return str(self.args[0]) if self.args else ""
-
-
-class UnknownNameError(NameLookupError):
-    """A name that is not known; the message suggests close ones and lists the valid ones."""
-
-
-def unknown_name_error(
-    kind: str, name: object, valid: list[str] | tuple[str, ...], note: str = ""
-) -> UnknownNameError:
-    """An :class:`UnknownNameError` that suggests the closest valid names and lists them all."""
-    by_lower = {v.lower(): v for v in valid}
-    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=3, cutoff=0.6)
-    suggestion = f" Did you mean {', '.join(repr(by_lower[c]) for c in close)}?" if close else ""
-    listing = ", ".join(valid) if len(valid) <= 30 else f"{len(valid)} names"
-    return UnknownNameError(f"unknown {kind} {name!r}{note}.{suggestion} Valid: {listing}.")
 
 
 # ---------------------------------------------------------------- sample photos
@@ -153,8 +132,7 @@ def sample_image(name: str) -> PIL.Image.Image:
         UnknownNameError: unknown name (suggests the closest, lists all).
         SaliencyLabError: the installed package does not contain the file.
     """
-    if name not in SAMPLE_IMAGES:
-        raise unknown_name_error("sample image", name, list(SAMPLE_IMAGES))
+    validate.known_name(name, "sample image", list(SAMPLE_IMAGES))
     info = SAMPLE_IMAGES[name]
     path = info.path
     if not path.is_file():
@@ -292,8 +270,8 @@ def to_tensor(image: ImageLike, size: int | None = 224) -> torch.Tensor:
     its device, anything else goes to :func:`~saliencylab.models.course_device` (the CPU unless
     ``$SALIENCYLAB_DEVICE`` says otherwise).
     """
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise SaliencyLabError(f"size must be a positive int or None, got {size!r}.")
+    if size is not None:
+        size = validate.positive_int(size, "size")
     if isinstance(image, torch.Tensor):
         tensor = _single_image(image, "to_tensor").float()
     else:
@@ -313,12 +291,7 @@ def to_numpy_image(tensor: torch.Tensor) -> np.ndarray:
 
 def _single_image(tensor: torch.Tensor, caller: str) -> torch.Tensor:
     """Check ``[3, H, W]`` / ``[1, 3, H, W]`` and return ``[3, H, W]``."""
-    batch, _ = as_image_batch(tensor, name=f"{caller}'s image")
-    if batch.shape[0] != 1:
-        raise SaliencyLabError(
-            f"{caller} takes one image, got a batch of {batch.shape[0]} (shape "
-            f"{list(batch.shape)}): pick one, e.g. images[0]."
-        )
+    batch, _ = validate.one_image(tensor, f"{caller}'s image")
     return batch[0]
 
 

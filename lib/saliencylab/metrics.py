@@ -28,16 +28,16 @@ import torch
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
+from saliencylab import _validate as validate
 from saliencylab._core import (
     SaliencyLabError,
     TargetLike,
-    as_image_batch,
+    auto_batch_size,
     batch_slices,
     eval_mode,
     resolve_targets,
     select_logits,
 )
-from saliencylab.attribution._base import auto_batch_size
 
 __all__ = [
     "RandomizationResult",
@@ -59,66 +59,6 @@ Boxes = Union[torch.Tensor, Sequence[float], Sequence[Sequence[float]]]
 BLUR_KERNEL_SIZE = 11
 BLUR_SIGMA = 5.0
 _SCORES = ("prob", "logit")
-
-
-# --------------------------------------------------------------------------- map checks
-
-
-def _as_map_batch(maps: torch.Tensor, name: str = "saliency_maps") -> tuple[torch.Tensor, bool]:
-    """``[B, H, W]`` or one ``[H, W]`` map -> ``(maps [B, H, W], was_single)``; NaN is refused."""
-    if not isinstance(maps, torch.Tensor):
-        raise SaliencyLabError(
-            f"{name} must be a torch.Tensor of shape [B, H, W] or [H, W], got "
-            f"{type(maps).__name__}. Convert it with torch.as_tensor(...)."
-        )
-    if maps.dim() == 2:
-        batch, single = maps.unsqueeze(0), True
-    elif maps.dim() == 3:
-        batch, single = maps, False
-    else:
-        hint = (
-            " It looks like per-channel attributions [B, 3, H, W]: reduce them to one value per "
-            "pixel first, e.g. maps.abs().amax(dim=1) (or call the method with reduce='max_abs')."
-            if maps.dim() == 4
-            else ""
-        )
-        raise SaliencyLabError(
-            f"{name} must have shape [B, H, W] or [H, W], got {list(maps.shape)}.{hint}"
-        )
-    if batch.is_complex():
-        raise SaliencyLabError(f"{name} must be real-valued, got dtype {batch.dtype}.")
-    batch = batch.detach()
-    if batch.is_floating_point() and torch.isnan(batch).any():
-        bad = torch.isnan(batch).flatten(1).any(1).nonzero().flatten().tolist()
-        raise SaliencyLabError(
-            f"{name} contain NaN (image(s) {bad}): fix the method that produced them (a "
-            "division by zero in a normalisation, say) before evaluating them."
-        )
-    return batch, single
-
-
-def _check_maps_match_images(maps: torch.Tensor, images: torch.Tensor) -> None:
-    if maps.shape[0] != images.shape[0] or maps.shape[1:] != images.shape[2:]:
-        raise SaliencyLabError(
-            f"saliency_maps have shape {list(maps.shape)} but the images are "
-            f"{list(images.shape)}: give one [H, W] map per image with the images' height and "
-            f"width ({images.shape[0]} x {list(images.shape[2:])}). Upsample coarse maps with "
-            "F.interpolate(maps[:, None], size=(H, W), mode='bilinear')[:, 0]."
-        )
-
-
-def _check_model(model: object) -> None:
-    if not isinstance(model, nn.Module):
-        raise SaliencyLabError(
-            f"model must be a torch.nn.Module (e.g. load_model()), got {type(model).__name__}; "
-            "check the argument order: (model, images, ...)."
-        )
-
-
-def _check_positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise SaliencyLabError(f"{name} must be a positive int, got {value!r}.")
-    return int(value)
 
 
 # ----------------------------------------------------------------- deletion / insertion
@@ -257,15 +197,13 @@ def _perturbation_curve(
     insert: bool,
 ) -> torch.Tensor:
     """Shared body of deletion and insertion: ``[B, steps + 1]`` target scores."""
-    _check_model(model)
-    batch, single = as_image_batch(images)
-    maps, _ = _as_map_batch(saliency_maps)
-    _check_maps_match_images(maps, batch)
-    steps = _check_positive_int(steps, "steps")
-    if batch_size is not None:
-        batch_size = _check_positive_int(batch_size, "batch_size")
-    if score not in _SCORES:
-        raise SaliencyLabError(f"score must be one of {_SCORES}, got {score!r}.")
+    validate.nn_module(model)
+    batch, single = validate.image_batch(images)
+    maps, _ = validate.map_batch(saliency_maps)
+    validate.maps_match_images(maps, batch)
+    steps = validate.positive_int(steps, "steps")
+    batch_size = validate.batch_size(batch_size)
+    validate.one_of(score, "score", _SCORES)
     batch = batch.detach()
     background = _baseline_images(batch, baseline)
     start, end = (background, batch) if insert else (batch, background)
@@ -387,9 +325,10 @@ def pointing_game(
         bool ``[B]`` hits (a Python bool for a single ``[H, W]`` map); the accuracy of a
         method is ``hits.float().mean()``.
     """
-    maps, single = _as_map_batch(saliency_maps)
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
-        raise SaliencyLabError(f"tolerance must be a number of pixels >= 0, got {tolerance!r}.")
+    maps, single = validate.map_batch(saliency_maps)
+    tolerance = validate.non_negative_number(
+        tolerance, "tolerance", hint="It is a distance in pixels (e.g. 15 at 224 px)."
+    )
     regions = _region_masks(boxes_or_masks, maps)
     if tolerance > 0:
         regions = _dilate(regions, tolerance)
@@ -486,8 +425,8 @@ def rank_correlation(
     Returns:
         ``[B]`` float64 correlations, or a float for single ``[H, W]`` maps.
     """
-    a, single = _as_map_batch(map_a, "map_a")
-    b, _ = _as_map_batch(map_b, "map_b")
+    a, single = validate.map_batch(map_a, "map_a")
+    b, _ = validate.map_batch(map_b, "map_b")
     if a.shape != b.shape:
         raise SaliencyLabError(
             f"map_a {list(map_a.shape)} and map_b {list(map_b.shape)} must have the same shape."
@@ -643,12 +582,12 @@ def randomization_test(
         a :class:`RandomizationResult`; ``print(result)`` shows a table, ``result.to_rows()``
         gives one row per step and image.
     """
-    _check_model(model)
+    validate.nn_module(model)
     if not callable(method):
         raise SaliencyLabError(
             f"method must be callable as method(model, images, target=...), got {method!r}."
         )
-    batch, _ = as_image_batch(images)
+    batch, _ = validate.image_batch(images)
     groups = _resolve_groups(model, layers)
     with eval_mode(model, batch):
         targets = resolve_targets(model, batch, target)

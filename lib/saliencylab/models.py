@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from saliencylab._core import HookSet, SaliencyLabError, course_device, eval_mode
-from saliencylab.images import unknown_name_error
+from saliencylab._validate import unknown_name_error
 
 __all__ = [
     "MODEL_NAMES",

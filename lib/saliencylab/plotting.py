@@ -20,6 +20,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from saliencylab import _validate as validate
 from saliencylab._core import SaliencyLabError
 
 ArrayLike = Union[torch.Tensor, np.ndarray, PIL.Image.Image]
@@ -88,8 +89,7 @@ def overlay(
     7x7 Grad-CAM map on a 224x224 image. Returns the axes drawn on (a new figure when
     ``ax`` is ``None``).
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise SaliencyLabError(f"alpha must be in [0, 1], got {alpha}.")
+    alpha = validate.fraction(alpha, "alpha")
     picture = to_display_image(image)
     height, width = picture.shape[:2]
     values = normalize_map(_resize_map(to_display_map(heatmap), (height, width)))

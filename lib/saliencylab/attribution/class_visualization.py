@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from saliencylab._core import SaliencyLabError, as_image_batch, eval_mode, resolve_targets
+from saliencylab import _validate as validate
+from saliencylab._core import class_count, eval_mode
 
 GREY = 0.5
 
@@ -62,7 +63,15 @@ def class_visualization(
     Returns:
         ``[1, 3, H, W]`` in ``[0, 1]``, on the model's device.
     """
-    _check_options(target, steps, lr, l2_reg, blur_every, blur_sigma, jitter)
+    target = validate.class_index(target, "target")
+    steps = validate.positive_int(steps, "steps", minimum=0)
+    lr = validate.positive_number(lr, "lr")
+    l2_reg = validate.non_negative_number(l2_reg, "l2_reg")
+    blur_every = validate.positive_int(blur_every, "blur_every", minimum=0)
+    if blur_sigma is not None:
+        blur_sigma = validate.positive_number(blur_sigma, "blur_sigma")
+    if jitter is not None:
+        jitter = validate.positive_int(jitter, "jitter", minimum=0)
     device = _model_device(model)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     if size is None:
@@ -72,40 +81,13 @@ def class_visualization(
     blur_sigma = shorter_side / 224 if blur_sigma is None else blur_sigma
     jitter = round(shorter_side / 14) if jitter is None else jitter
     with eval_mode(model, image):
-        resolve_targets(model, image, target)  # range check with a clear message
+        validate.class_index(target, "target", classes=class_count(model, image))
         for step in _steps(steps, progress):
             shift = _random_shift(jitter, generator)
             image = _ascent_step(model, image, target, shift, lr, l2_reg)
             if blur_every and (step + 1) % blur_every == 0:
                 image = _blur(image, blur_sigma)
     return image
-
-
-def _check_options(
-    target: int,
-    steps: int,
-    lr: float,
-    l2_reg: float,
-    blur_every: int,
-    blur_sigma: float | None,
-    jitter: int | None,
-) -> None:
-    if isinstance(target, bool) or not isinstance(target, int):
-        raise SaliencyLabError(
-            f"target must be one class index (int), got {target!r}. Look names up with "
-            "saliencylab.imagenet.ImageNetIndex()['flamingo']."
-        )
-    if (
-        steps < 0
-        or lr <= 0
-        or l2_reg < 0
-        or blur_every < 0
-        or (blur_sigma is not None and blur_sigma <= 0)
-        or (jitter is not None and jitter < 0)
-    ):
-        raise SaliencyLabError(
-            "need steps >= 0, lr > 0, l2_reg >= 0, blur_every >= 0, blur_sigma > 0 and jitter >= 0."
-        )
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -121,13 +103,9 @@ def _start_image(
 ) -> torch.Tensor:
     """``init`` as a fresh ``[1, 3, H, W]`` tensor, or low-contrast noise around mid-grey."""
     if init is not None:
-        batch, _ = as_image_batch(init, name="init")
-        if batch.shape[0] != 1:
-            raise SaliencyLabError(f"init must be one image, got a batch of {batch.shape[0]}.")
+        batch, _ = validate.one_image(init, "init")
         return batch.detach().clone().clamp(0.0, 1.0).to(device)
-    height, width = (size, size) if isinstance(size, int) else size
-    if min(height, width) < 1:
-        raise SaliencyLabError(f"size must be positive, got {size!r}.")
+    height, width = validate.int_pair(size, "size")
     # drawn on the CPU so a seed gives the same image on every device
     noise = torch.rand((1, 3, height, width), generator=generator)
     return (GREY + 0.2 * (noise - 0.5)).to(device)

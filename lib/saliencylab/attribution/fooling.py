@@ -12,13 +12,8 @@ import warnings
 import torch
 from torch import nn
 
-from saliencylab._core import (
-    SaliencyLabError,
-    as_image_batch,
-    eval_mode,
-    resolve_targets,
-)
-from saliencylab.attribution._base import check_same_device
+from saliencylab import _validate as validate
+from saliencylab._core import SaliencyLabError, class_count, eval_mode
 
 
 def fooling_image(
@@ -46,22 +41,13 @@ def fooling_image(
         fooled (highest target-logit margin) is returned with ``steps_taken = max_steps``:
         check ``predict(model, fooled)`` or raise ``max_steps`` / ``step_size``.
     """
-    batch, single = as_image_batch(image, name="image")
-    if batch.shape[0] != 1:
-        raise SaliencyLabError(
-            f"fooling_image works on one image at a time, got a batch of {batch.shape[0]}: "
-            "call it once per image (image[i])."
-        )
-    if isinstance(target, bool) or not isinstance(target, int):
-        raise SaliencyLabError(
-            f"target must be one class index (int), got {target!r}. Look names up with "
-            "saliencylab.imagenet.ImageNetIndex()['goldfish']."
-        )
-    if step_size <= 0 or max_steps < 0:
-        raise SaliencyLabError("step_size must be > 0 and max_steps >= 0.")
-    check_same_device(model, batch)
+    batch, single = validate.one_image(image, "image")
+    target = validate.class_index(target, "target")
+    step_size = validate.positive_number(step_size, "step_size")
+    max_steps = validate.positive_int(max_steps, "max_steps", minimum=0)
+    validate.same_device(batch, model)
     with eval_mode(model, batch):
-        resolve_targets(model, batch, target)  # range check with a clear message
+        validate.class_index(target, "target", classes=class_count(model, batch))
         fooled, steps = _ascend_until_fooled(model, batch.detach(), target, step_size, max_steps)
     return (fooled[0] if single else fooled), steps
 

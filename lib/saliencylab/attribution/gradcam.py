@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from saliencylab import _validate as validate
 from saliencylab._core import (
     HookSet,
     SaliencyLabError,
@@ -33,9 +34,8 @@ from saliencylab._core import (
     reduce_channels,
     select_logits,
 )
-from saliencylab.attribution._base import check_reduce, explain
+from saliencylab.attribution._base import explain
 from saliencylab.attribution.relu_rules import rectified_gradients
-from saliencylab.images import unknown_name_error
 from saliencylab.models import default_layer
 
 
@@ -80,7 +80,7 @@ def guided_gradcam(
         ``[B, H, W]`` or ``[B, 3, H, W]`` on the images' device.
     """
     layer = _layer_or_default(model, layer)
-    check_reduce(reduce)
+    validate.reduce_option(reduce)
 
     def compute(batch: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         cam = gradcam_maps(model, batch, targets, layer)
@@ -156,11 +156,10 @@ def _layer_or_default(model: nn.Module, layer: nn.Module | str | None) -> nn.Mod
         return default_layer(model)
     if isinstance(layer, str):
         modules = dict(model.named_modules())
-        if layer not in modules or not layer:
-            raise unknown_name_error(
-                "layer", layer, [name for name in modules if name],
-                note=f" in {type(model).__name__} (names are those of model.named_modules())",
-            )
+        validate.known_name(
+            layer, "layer", [name for name in modules if name],
+            note=f" in {type(model).__name__} (names are those of model.named_modules())",
+        )
         return modules[layer]
     if not isinstance(layer, nn.Module):
         raise SaliencyLabError(

@@ -20,21 +20,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from saliencylab import _validate as validate
 from saliencylab._core import (
     SaliencyLabError,
     TargetLike,
+    auto_batch_size,
     batch_slices,
     reduce_channels,
     select_logits,
 )
-from saliencylab.attribution._base import (
-    auto_batch_size,
-    check_batch_size,
-    check_positive_int,
-    check_reduce,
-    explain,
-    variant_gradients,
-)
+from saliencylab.attribution._base import explain, variant_gradients
 
 METHODS = ("riemann_middle", "riemann_trapezoid", "riemann_left", "riemann_right")
 
@@ -61,7 +56,7 @@ def integrated_gradients(
         steps: points on the path (gradient evaluations per image).
         batch_size: path points per forward/backward pass; bounds the memory. ``None``:
             chosen for the model and image size by
-            :func:`~saliencylab.attribution._base.auto_batch_size` (8 for Lite0 at 224x224).
+            :func:`~saliencylab._core.auto_batch_size` (8 for Lite0 at 224x224).
         method: ``"riemann_middle"`` (midpoints ``(k + 0.5) / steps``, the default; Captum's
             ``method="riemann_middle"``), ``"riemann_left"``, ``"riemann_right"``, or
             ``"riemann_trapezoid"`` (the trapezoid rule on ``steps`` points including both
@@ -74,11 +69,10 @@ def integrated_gradients(
         with ``return_error=True`` a tuple ``(attributions, error [B])`` where
         ``error = attributions.sum() - (f(x) - f(baseline))`` per image, before ``reduce``.
     """
-    check_positive_int("steps", steps, minimum=2 if method == "riemann_trapezoid" else 1)
-    check_batch_size(batch_size)
-    if method not in METHODS:
-        raise SaliencyLabError(f"method must be one of {METHODS}, got {method!r}.")
-    check_reduce(reduce)
+    validate.positive_int(steps, "steps", minimum=2 if method == "riemann_trapezoid" else 1)
+    validate.batch_size(batch_size)
+    validate.one_of(method, "method", METHODS)
+    validate.reduce_option(reduce)
 
     def compute(
         batch: torch.Tensor, targets: torch.Tensor

@@ -17,8 +17,15 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from saliencylab._core import SaliencyLabError, TargetLike, batch_slices, select_logits
-from saliencylab.attribution._base import auto_batch_size, check_batch_size, explain
+from saliencylab import _validate as validate
+from saliencylab._core import (
+    SaliencyLabError,
+    TargetLike,
+    auto_batch_size,
+    batch_slices,
+    select_logits,
+)
+from saliencylab.attribution._base import explain
 
 Pair = tuple[int, int]
 
@@ -46,21 +53,21 @@ def occlusion(
             image tensor broadcastable to ``[B, 3, H, W]`` (e.g. a blurred copy).
         batch_size: occluded images per forward pass; peak memory is set by this, not by the
             number of window positions. ``None``: chosen for the model and image size by
-            :func:`~saliencylab.attribution._base.auto_batch_size` (8 for Lite0 at 224x224).
+            :func:`~saliencylab._core.auto_batch_size` (8 for Lite0 at 224x224).
         progress: show a tqdm progress bar (useful in notebooks for small strides).
     Returns:
         ``[B, H, W]`` (``[H, W]`` for a single image) on the images' device: positive where
         masking lowers the target logit.
     """
-    window_hw = _as_pair(window, "window")
-    stride_hw = _as_pair(stride, "stride")
-    check_batch_size(batch_size)
+    window_hw = validate.int_pair(window, "window")
+    stride_hw = validate.int_pair(stride, "stride")
+    validate.batch_size(batch_size)
 
     def compute(batch: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         size = (batch.shape[-2], batch.shape[-1])
         _check_window(window_hw, stride_hw, size)
         images_per_forward = batch_size or auto_batch_size(model, batch)
-        fill = _broadcast_baseline(baseline, batch)
+        fill = validate.fill_value(baseline, batch, "baseline")
         starts = _window_starts(size, window_hw, stride_hw)
         with torch.inference_mode():
             clean_scores = select_logits(model(batch), targets)
@@ -72,21 +79,6 @@ def occlusion(
         return maps.clone()  # an ordinary tensor: inference tensors refuse later autograd use
 
     return explain(model, images, target, compute)
-
-
-def _as_pair(value: int | Pair, name: str) -> Pair:
-    """``8 -> (8, 8)``; ``(8, 4)`` stays; anything else is a clear error."""
-    if isinstance(value, int):
-        pair: tuple = (value, value)
-    else:
-        pair = tuple(value) if isinstance(value, (tuple, list)) else ()
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
-        raise SaliencyLabError(
-            f"{name} must be an int or a (height, width) pair of ints, got {value!r}."
-        )
-    if min(pair) < 1:
-        raise SaliencyLabError(f"{name} must be positive, got {value!r}.")
-    return pair  # type: ignore[return-value]
 
 
 def _check_window(window: Pair, stride: Pair, size: Pair) -> None:
@@ -114,23 +106,6 @@ def _window_starts(size: Pair, window: Pair, stride: Pair) -> list[Pair]:
     rows = _axis_starts(size[0], window[0], stride[0])
     cols = _axis_starts(size[1], window[1], stride[1])
     return [(y, x) for y in rows for x in cols]
-
-
-def _broadcast_baseline(baseline: float | torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
-    """The baseline as an expanded (not copied) ``[B, 3, H, W]`` tensor on the images' device."""
-    if isinstance(baseline, bool) or not isinstance(baseline, (int, float, torch.Tensor)):
-        raise SaliencyLabError(
-            "baseline must be a number (e.g. 0.0 or 0.5) or an image tensor, got "
-            f"{type(baseline).__name__}."
-        )
-    fill = torch.as_tensor(baseline, dtype=batch.dtype).to(batch.device)
-    try:
-        return torch.broadcast_to(fill, batch.shape)
-    except RuntimeError:
-        raise SaliencyLabError(
-            f"baseline of shape {list(fill.shape)} cannot be broadcast to the images' shape "
-            f"{list(batch.shape)}: give a number, a [3, H, W] image, or a [B, 3, H, W] batch."
-        ) from None
 
 
 def _occluded_drops(

@@ -35,6 +35,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from saliencylab import _validate as validate
 from saliencylab._core import (
     HookSet,
     SaliencyLabError,
@@ -42,7 +43,7 @@ from saliencylab._core import (
     input_gradients,
     reduce_channels,
 )
-from saliencylab.attribution._base import check_reduce, explain
+from saliencylab.attribution._base import explain
 
 # Where each supported activation lets the gradient through, computed from its output
 # (for in-place modules the input is gone by then); these match autograd's own masks.
@@ -93,7 +94,7 @@ def _rectified_map(
     reduce: str | None,
     deconvnet: bool,
 ) -> torch.Tensor:
-    check_reduce(reduce)
+    validate.reduce_option(reduce)
     return explain(
         model,
         images,

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from saliencylab import _validate as validate
 from saliencylab._core import TargetLike, input_gradients, reduce_channels
-from saliencylab.attribution._base import check_reduce, explain
+from saliencylab.attribution._base import explain
 
 
 def saliency(
@@ -33,7 +34,7 @@ def saliency(
         ``[B, H, W]`` maps, or ``[B, 3, H, W]`` with ``reduce=None`` (no batch dim for a
         single image), on the images' device.
     """
-    check_reduce(reduce)
+    validate.reduce_option(reduce)
     return explain(
         model,
         images,

@@ -18,22 +18,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from saliencylab import _validate as validate
 from saliencylab._core import (
-    SaliencyLabError,
     TargetLike,
+    auto_batch_size,
     batch_slices,
     make_generator,
     random_normal,
     reduce_channels,
 )
-from saliencylab.attribution._base import (
-    auto_batch_size,
-    check_batch_size,
-    check_positive_int,
-    check_reduce,
-    explain,
-    variant_gradients,
-)
+from saliencylab.attribution._base import explain, variant_gradients
 
 VARIANTS = ("mean", "squared", "vargrad")
 CAPTUM_VARIANT_NAMES = {"smoothgrad": "mean", "smoothgrad_sq": "squared"}  # NoiseTunnel's nt_type
@@ -61,7 +55,7 @@ def smoothgrad(
         noise_level: noise standard deviation as a fraction of each image's ``max - min``.
         batch_size: noisy images per forward/backward pass; memory grows with this, not with
             ``samples``. ``None``: chosen for the model and image size by
-            :func:`~saliencylab.attribution._base.auto_batch_size` (8 for Lite0 at 224x224).
+            :func:`~saliencylab._core.auto_batch_size` (8 for Lite0 at 224x224).
         generator / seed: make the noise reproducible (give at most one); a CPU generator works
             for images on a GPU, and a seed gives the same noise on every machine. Without
             either, the noise comes from torch's global RNG.
@@ -73,18 +67,14 @@ def smoothgrad(
     Returns:
         ``[B, H, W]`` or ``[B, 3, H, W]`` on the images' device.
     """
-    check_positive_int("samples", samples)
-    check_batch_size(batch_size)
-    is_number = isinstance(noise_level, (int, float)) and not isinstance(noise_level, bool)
-    if not is_number or noise_level < 0:
-        raise SaliencyLabError(
-            f"noise_level is a fraction of the image's value range (0.1-0.2 is typical), got "
-            f"{noise_level!r}."
-        )
-    variant = CAPTUM_VARIANT_NAMES.get(variant, variant)
-    if variant not in VARIANTS:
-        raise SaliencyLabError(f"variant must be one of {VARIANTS}, got {variant!r}.")
-    check_reduce(reduce)
+    validate.positive_int(samples, "samples")
+    validate.batch_size(batch_size)
+    validate.non_negative_number(
+        noise_level, "noise_level", hint="It is a fraction of the image's value range (0.1-0.2 "
+        "is typical)."
+    )
+    variant = validate.one_of(CAPTUM_VARIANT_NAMES.get(variant, variant), "variant", VARIANTS)
+    validate.reduce_option(reduce)
 
     def compute(batch: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         per_pass = batch_size or auto_batch_size(model, batch)
