@@ -1,0 +1,54 @@
+"""How good is a saliency map? Faithfulness, localisation and sanity checks.
+
+Import everything from here (``from saliencylab.metrics import deletion_curve``); each family
+lives in its own module:
+
+* :mod:`~saliencylab.metrics.perturbation`: ``deletion_curve`` / ``insertion_curve`` and their
+  areas ``auc``, ``deletion_auc``, ``insertion_auc`` (Petsiuk et al. 2018, RISE): remove (or
+  add) pixels in order of decreasing attribution and watch the class score. A faithful map
+  makes the score fall fast when deleting (low AUC) and rise fast when inserting (high AUC);
+  compare against a random map of similar smoothness (see :func:`deletion_curve`).
+* :mod:`~saliencylab.metrics.localisation`: ``pointing_game`` (Zhang et al. 2016): does the
+  map's maximum fall on the object?
+* :mod:`~saliencylab.metrics.rank`: ``rank_correlation``, the Spearman correlation between two
+  maps, per image (and the Spearman / SSIM statistics the randomisation test compares with).
+* :mod:`~saliencylab.metrics.randomisation`: ``randomization_test`` and its
+  ``RandomizationResult`` (Adebayo et al. 2018): re-initialise the model from the logits down;
+  a map that explains the *model* must change, a map that only shows edges of the image will
+  not.
+* :mod:`~saliencylab.metrics.layer_groups`: ``randomization_groups``, how the randomisation
+  test cuts a model into steps.
+
+Maps are ``[B, H, W]`` (or ``[H, W]`` for one image) with the images' height and width, as
+every method of ``saliencylab.attribution`` returns them.
+"""
+
+from saliencylab.metrics.layer_groups import randomization_groups
+from saliencylab.metrics.localisation import Boxes, pointing_game  # noqa: F401
+from saliencylab.metrics.perturbation import (  # noqa: F401
+    BLUR_KERNEL_SIZE,
+    BLUR_SIGMA,
+    BaselineLike,
+    auc,
+    deletion_auc,
+    deletion_curve,
+    insertion_auc,
+    insertion_curve,
+)
+from saliencylab.metrics.randomisation import RandomizationResult, randomization_test
+from saliencylab.metrics.rank import rank_correlation
+
+__all__ = [
+    "RandomizationResult",
+    "auc",
+    "deletion_auc",
+    "deletion_curve",
+    "insertion_auc",
+    "insertion_curve",
+    "pointing_game",
+    "randomization_groups",
+    "randomization_test",
+    "rank_correlation",
+]
+# BLUR_KERNEL_SIZE, BLUR_SIGMA, BaselineLike and Boxes stay importable from here, as before the
+# split, without being part of __all__.
