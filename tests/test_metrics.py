@@ -485,6 +485,62 @@ def test_randomization_reports_constant_maps_as_nan_with_a_warning(cnn_images):
     assert not torch.isnan(result.ssim).any()
 
 
+# ------------------------------------------------ edges mended when metrics became a package
+
+
+def test_randomization_reports_nan_maps_as_nan_not_as_constant(cnn_images):
+    calls = []
+
+    def nan_after_randomisation(model, images, target=None):
+        calls.append(1)
+        maps = edge_map(model, images)
+        if len(calls) == 3:  # step 2: a normalisation divided by zero, say
+            maps[0, 0, 0] = float("nan")
+        return maps
+
+    with pytest.warns(UserWarning, match=r"contains NaN at \(step, image\) \[\(2, 0\)\]") as caught:
+        result = randomization_test(small_cnn(), cnn_images, nan_after_randomisation)
+    assert not any("constant" in str(warning.message) for warning in caught)
+    expected_nan = torch.zeros(3, 3, dtype=torch.bool)
+    expected_nan[1, 0] = True
+    assert torch.equal(torch.isnan(result.rank_correlation), expected_nan)
+    assert torch.equal(torch.isnan(result.ssim), expected_nan)  # SSIM of a NaN map is NaN too
+
+
+def test_randomization_refuses_nan_in_the_original_map_and_names_a_constant_original(cnn_images):
+    def nan_everywhere(model, images, target=None):
+        return torch.full(images.shape[:1] + images.shape[2:], float("nan"))
+
+    with pytest.raises(SaliencyLabError, match=r"contain NaN on the original model \(image\(s\) \[0, 1, 2\]\)"):
+        randomization_test(small_cnn(), cnn_images, nan_everywhere)
+
+    def constant_first_image(model, images, target=None):
+        maps = gradient_map(model, images, target)
+        maps[0] = 1.0
+        return maps
+
+    with pytest.warns(UserWarning, match=r"original model's map of image\(s\) \[0\] is constant"):
+        result = randomization_test(small_cnn(), cnn_images, constant_first_image, ssim=False)
+    assert torch.isnan(result.rank_correlation[:, 0]).all()
+    assert not torch.isnan(result.rank_correlation[:, 1:]).any()
+
+
+def test_nan_maps_raise_in_every_metric_and_their_docstrings_say_so():
+    model, images = linear_model(), random_images(1)
+    nan_map = torch.rand(SIZE, SIZE)
+    nan_map[2, 3] = float("nan")
+    for call in (
+        lambda: deletion_curve(model, images[0], nan_map),
+        lambda: insertion_curve(model, images[0], nan_map, baseline=0.0),
+        lambda: pointing_game(nan_map, torch.tensor([0, 0, 3, 3])),
+        lambda: rank_correlation(nan_map, torch.rand(SIZE, SIZE)),
+    ):
+        with pytest.raises(SaliencyLabError, match="NaN"):
+            call()
+    for function in (deletion_curve, insertion_curve, pointing_game, rank_correlation, randomization_test):
+        assert "NaN" in function.__doc__, function.__name__
+
+
 # ------------------------------------------------------------- the course's Lite0 model
 
 

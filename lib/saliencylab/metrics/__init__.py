@@ -20,7 +20,9 @@ lives in its own module:
   test cuts a model into steps.
 
 Maps are ``[B, H, W]`` (or ``[H, W]`` for one image) with the images' height and width, as
-every method of ``saliencylab.attribution`` returns them.
+every method of ``saliencylab.attribution`` returns them. A map that contains NaN raises a
+:class:`~saliencylab.SaliencyLabError` in every metric (it has no ranking and no maximum),
+except on a randomised model inside ``randomization_test``, which reports NaN with a warning.
 """
 
 from saliencylab.metrics.layer_groups import randomization_groups

@@ -30,7 +30,8 @@ def pointing_game(
     the region covers the whole image.
 
     Args:
-        saliency_maps: ``[B, H, W]`` (or one ``[H, W]``).
+        saliency_maps: ``[B, H, W]`` (or one ``[H, W]``). A map that contains NaN raises a
+            :class:`~saliencylab.SaliencyLabError`: it has no maximum.
         boxes_or_masks: boxes ``[B, 4]`` (or one ``[4]``) as ``(y0, x0, y1, x1)`` in pixels,
             end exclusive like slicing: pixel ``(i, j)`` is inside when ``y0 <= i < y1`` and
             ``x0 <= j < x1``; or boolean masks ``[B, H, W]`` (or ``[H, W]``), e.g. the union of

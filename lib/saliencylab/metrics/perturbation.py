@@ -72,7 +72,8 @@ def deletion_curve(
     Args:
         model: classifier taking ``[N, 3, H, W]`` images in ``[0, 1]`` to logits ``[N, C]``.
         images: ``[B, 3, H, W]`` (or one ``[3, H, W]``) in ``[0, 1]``.
-        saliency_maps: ``[B, H, W]`` (or ``[H, W]``), larger = more important.
+        saliency_maps: ``[B, H, W]`` (or ``[H, W]``), larger = more important. A map that
+            contains NaN raises a :class:`~saliencylab.SaliencyLabError`: it has no ranking.
         target: the class whose score is tracked; ``None`` = each image's predicted class
             (decided once, on the untouched image). An int, or one class per image.
         steps: number of deletion steps; the curve has ``steps + 1`` points.
@@ -112,7 +113,8 @@ def insertion_curve(
     The default baseline is ``"blur"`` (RISE's choice: an 11 px Gaussian of sigma 5 px), because
     inserting sharp pixels into a black image makes out-of-distribution images whose scores
     say more about the black than about the map. ``baseline=0.0`` starts from black.
-    Other arguments and the returned shape are those of :func:`deletion_curve`.
+    Other arguments (a map with NaN raises here too) and the returned shape are those of
+    :func:`deletion_curve`.
     """
     return _perturbation_curve(
         model, images, saliency_maps, target, steps, baseline, batch_size, score, insert=True

@@ -33,8 +33,10 @@ class RandomizationResult:
         layers: a label per step, in the order randomised (top first by default).
         groups: the module names re-initialised at each step (pass back as ``layers=``).
         rank_correlation: ``[L, B]`` Spearman correlation of each step's map with the
-            original map (NaN where a map became constant, e.g. an all-zero Grad-CAM).
-        ssim: ``[L, B]`` structural similarity of the min-max normalised maps, or ``None``.
+            original map (NaN where a map became constant, e.g. an all-zero Grad-CAM, or
+            contains NaN).
+        ssim: ``[L, B]`` structural similarity of the min-max normalised maps (NaN where a
+            map contains NaN), or ``None``.
         maps: ``[L + 1, B, ...]`` the maps; ``maps[0]`` is the original model's.
         targets: ``[B]`` the class explained at every step (the original model's).
         cascading: True when the randomisation accumulated from step to step.
@@ -109,6 +111,13 @@ def randomization_test(
     same random numbers at every step (so SmoothGrad's noise is identical), without
     disturbing the global random state.
 
+    Undefined comparisons are reported, not raised: a map that became constant on a
+    randomised model (e.g. an all-zero Grad-CAM) has no ranking, so its rank correlation is
+    NaN, with a warning that says so; a map that contains NaN on a randomised model (a method
+    that divides by a map's maximum, say, once it is zero) gets NaN for both statistics, with
+    a warning of its own. Only the original model's map must be free of NaN: with NaN there it
+    raises a :class:`~saliencylab.SaliencyLabError`, as every metric does for NaN maps.
+
     Args:
         model: the classifier (left untouched).
         images: ``[B, 3, H, W]`` (or one ``[3, H, W]``) in ``[0, 1]``.
@@ -144,7 +153,7 @@ def randomization_test(
         return _checked_map(method(randomised, batch, target=targets, **options), batch)
 
     with torch.random.fork_rng(devices=_cuda_devices(model, batch)):
-        maps = [attribute()]
+        maps = [_original_map(attribute())]
         pristine = None if cascading else copy.deepcopy(randomised.state_dict())
         for group, step_seed in zip(groups, _step_seeds(seed, len(groups))):
             if pristine is not None:
@@ -157,7 +166,7 @@ def randomization_test(
     stacked = torch.stack(maps)
     correlations = torch.stack([rank.spearman(stacked[0].flatten(1), m.flatten(1), absolute)
                                 for m in stacked[1:]])
-    _warn_about_constant_maps(correlations)
+    _warn_about_undefined(stacked, correlations, absolute)
     similarity = None
     if ssim:
         similarity = torch.stack([rank.ssim(stacked[0], m, absolute) for m in stacked[1:]])
@@ -179,12 +188,49 @@ def _step_seeds(seed: int, steps: int) -> list[int]:
     return torch.randint(2**62, (steps,), generator=generator).tolist()
 
 
-def _warn_about_constant_maps(correlations: torch.Tensor) -> None:
-    constant = [(step + 1, image) for step, image in torch.isnan(correlations).nonzero().tolist()]
-    if constant:
+def _original_map(maps: torch.Tensor) -> torch.Tensor:
+    """The original model's maps ``[B, ...]``, which every step is compared with: no NaN."""
+    has_nan = torch.isnan(maps).flatten(1).any(dim=1)
+    if has_nan.any():
+        raise SaliencyLabError(
+            f"method returned maps that contain NaN on the original model (image(s) "
+            f"{has_nan.nonzero().flatten().tolist()}), so there is nothing to compare the "
+            "randomised maps with: fix the method (a division by zero in a normalisation, say)."
+        )
+    return maps
+
+
+def _warn_about_undefined(maps: torch.Tensor, correlations: torch.Tensor, absolute: bool) -> None:
+    """Say why a rank correlation is NaN: a step's map contains NaN, the original map is
+    constant, or the step's map became constant. ``maps [L + 1, B, ...]``, ``correlations
+    [L, B]``."""
+    compared = maps.abs() if absolute else maps
+    flat = compared.flatten(2)  # [L + 1, B, N]
+    has_nan = torch.isnan(flat).any(dim=2)[1:]  # [L, B]
+    constant = (flat.amax(dim=2) == flat.amin(dim=2))  # [L + 1, B]
+    undefined = torch.isnan(correlations)
+    with_nan = [(s + 1, i) for s, i in (undefined & has_nan).nonzero().tolist()]
+    constant_original = (undefined.any(dim=0) & constant[0]).nonzero().flatten().tolist()
+    became_constant = undefined & ~has_nan & ~constant[0]
+    became = [(s + 1, i) for s, i in became_constant.nonzero().tolist()]
+    if with_nan:
+        warnings.warn(
+            f"randomization_test: the map contains NaN at (step, image) {with_nan} (the method "
+            "divided by zero, say, once the model was randomised): its rank correlation and "
+            "SSIM are reported as NaN.",
+            stacklevel=3,
+        )
+    if constant_original:
+        warnings.warn(
+            f"randomization_test: the original model's map of image(s) {constant_original} is "
+            "constant: it has no ranking, so every rank correlation with it is undefined, "
+            "reported as NaN.",
+            stacklevel=3,
+        )
+    if became:
         warnings.warn(
             f"randomization_test: the map became constant (e.g. an all-zero Grad-CAM) at "
-            f"(step, image) {constant}: its rank correlation is undefined, reported as NaN.",
+            f"(step, image) {became}: its rank correlation is undefined, reported as NaN.",
             stacklevel=3,
         )
 

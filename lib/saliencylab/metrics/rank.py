@@ -26,7 +26,8 @@ def rank_correlation(
     The Pearson correlation of the pixels' ranks, ties sharing their average rank (exactly
     ``scipy.stats.spearmanr``). 1: same ordering of pixels; -1: reversed; ~0: unrelated.
     A constant map has no ordering, so its correlation is undefined: NaN, with a warning
-    (as scipy does).
+    (as scipy does). Maps that contain NaN raise a :class:`~saliencylab.SaliencyLabError`
+    (fix the method first).
 
     Args:
         map_a, map_b: ``[B, H, W]`` (or one ``[H, W]``) maps of the same shape.
@@ -88,13 +89,16 @@ def ssim(original: torch.Tensor, other: torch.Tensor, absolute: bool = False) ->
     """``[B]`` float64 SSIM between two batches of maps ``[B, H, W]`` (or ``[B, C, H, W]``).
 
     Each map is min-max normalised to ``[0, 1]`` first (a constant map becomes zeros); the
-    window is 7 pixels, or the largest odd size that fits. NaN where a map is smaller than 3
-    pixels.
+    window is 7 pixels, or the largest odd size that fits. NaN where a map contains NaN or is
+    smaller than 3 pixels.
     """
     from skimage.metrics import structural_similarity
 
     values = []
     for a, b in zip(original, other):
+        if torch.isnan(a).any() or torch.isnan(b).any():
+            values.append(float("nan"))
+            continue
         a, b = (unit_range(m.abs() if absolute else m) for m in (a, b))
         side = min(a.shape[-2:])
         window = min(7, side if side % 2 else side - 1)
