@@ -24,10 +24,10 @@ def rank_correlation(
     """Spearman rank correlation between two maps, image by image.
 
     The Pearson correlation of the pixels' ranks, ties sharing their average rank (exactly
-    ``scipy.stats.spearmanr``). 1: same ordering of pixels; -1: reversed; ~0: unrelated.
-    A constant map has no ordering, so its correlation is undefined: NaN, with a warning
-    (as scipy does). Maps that contain NaN raise a :class:`~saliencylab.SaliencyLabError`
-    (fix the method first).
+    ``scipy.stats.spearmanr``, ``±inf`` included: they rank above and below every finite
+    value). 1: same ordering of pixels; -1: reversed; ~0: unrelated. A constant map has no
+    ordering, so its correlation is undefined: NaN, with a warning (as scipy does). Maps that
+    contain NaN raise a :class:`~saliencylab.SaliencyLabError` (fix the method first).
 
     Args:
         map_a, map_b: ``[B, H, W]`` (or one ``[H, W]``) maps of the same shape.
@@ -54,13 +54,19 @@ def rank_correlation(
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor, absolute: bool = False) -> torch.Tensor:
-    """Row-wise Spearman correlation of ``[B, N]`` tensors -> ``[B]`` float64 (NaN if undefined)."""
+    """Row-wise Spearman correlation of ``[B, N]`` tensors -> ``[B]`` float64.
+
+    As ``scipy.stats.spearmanr`` on each row: ``±inf`` are ranked like any other value (above
+    and below every finite one, tied with each other), a row with NaN gives NaN (scipy's
+    ``nan_policy="propagate"``), and so does a constant row (0 / 0).
+    """
     a, b = (m.detach() if m.is_floating_point() else m.detach().double() for m in (a, b))
     if absolute:
         a, b = a.abs(), b.abs()
-    has_nan = torch.isnan(a).any(dim=1) | torch.isnan(b).any(dim=1)
-    ranks_a = average_ranks(torch.nan_to_num(a))
-    ranks_b = average_ranks(torch.nan_to_num(b))
+    nan_a, nan_b = torch.isnan(a), torch.isnan(b)
+    has_nan = nan_a.any(dim=1) | nan_b.any(dim=1)
+    ranks_a = average_ranks(a.masked_fill(nan_a, 0))  # rows with NaN are NaN in the end anyway
+    ranks_b = average_ranks(b.masked_fill(nan_b, 0))
     centred_a = ranks_a - ranks_a.mean(dim=1, keepdim=True)
     centred_b = ranks_b - ranks_b.mean(dim=1, keepdim=True)
     norm = (centred_a.square().sum(dim=1) * centred_b.square().sum(dim=1)).sqrt()
