@@ -562,6 +562,17 @@ def test_rank_correlation_agrees_with_scipy_on_infinities(dtype):
     assert rank_correlation(a[0].view(2, 3), b[0].view(2, 3)) == pytest.approx(1.0, abs=1e-12)
 
 
+def test_a_scalar_tensor_baseline_is_a_number():
+    model, images = linear_model(), random_images(2)
+    maps = torch.rand(2, SIZE, SIZE)
+    for curve in (deletion_curve, insertion_curve):
+        as_number = curve(model, images, maps, target=0, steps=6, baseline=0.5)
+        for baseline in (torch.tensor(0.5), torch.tensor([0.5]), torch.full((1, 1, 1, 1), 0.5, dtype=torch.float64)):
+            torch.testing.assert_close(curve(model, images, maps, target=0, steps=6, baseline=baseline), as_number)
+    with pytest.raises(SaliencyLabError, match="cannot be broadcast"):
+        deletion_curve(model, images, maps, baseline=torch.zeros(3, 3, SIZE, SIZE))
+
+
 # ------------------------------------------------------------- the course's Lite0 model
 
 

@@ -79,7 +79,8 @@ def deletion_curve(
         steps: number of deletion steps; the curve has ``steps + 1`` points.
         baseline: what deleted pixels become: a number (default ``0.0``, black), ``"blur"``
             (the image blurred with an 11 px Gaussian of sigma 5 px, as in RISE), or a tensor
-            broadcastable to ``[B, 3, H, W]`` (e.g. a grey ``[3, 1, 1]`` colour).
+            broadcastable to ``[B, 3, H, W]`` (a scalar ``torch.tensor(0.5)``, a grey
+            ``[3, 1, 1]`` colour, a ``[3, H, W]`` image, one ``[B, 3, H, W]`` per image).
         batch_size: perturbed images per forward pass (bounds the memory); ``None``: chosen
             for the model and image size, as in the attribution methods (8 for Lite0 at 224).
         score: ``"prob"`` (softmax probability of the target, default, as in RISE) or
@@ -203,7 +204,7 @@ def _perturbation_curve(
             image_index, step_index = pair // (steps + 1), pair % (steps + 1)
             changed = order_rank[image_index] < pixels_changed[step_index, None]
             changed = changed.view(-1, 1, *batch.shape[2:])
-            perturbed = torch.where(changed, _rows(end, image_index), _rows(start, image_index))
+            perturbed = torch.where(changed, end[image_index], start[image_index])
             curve[chunk] = _target_scores(model(perturbed), targets[image_index], score)
     curve = curve.view(batch.shape[0], steps + 1)
     return curve[0] if single else curve
@@ -224,42 +225,16 @@ def _pixel_ranks(maps: torch.Tensor) -> torch.Tensor:
     return ranks.scatter_(1, order, positions)
 
 
-def _rows(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Rows ``index`` of a ``[B or 1, 3, H, W]`` tensor (a shared baseline has one row)."""
-    return images[index] if images.shape[0] > 1 else images.expand(index.numel(), -1, -1, -1)
-
-
 def _baseline_images(images: torch.Tensor, baseline: BaselineLike) -> torch.Tensor:
-    """The baseline as a ``[B or 1, 3, H, W]`` tensor on the images' device and dtype."""
+    """The baseline as a ``[B, 3, H, W]`` tensor (an expanded view where it is shared) on the
+    images' device and dtype."""
     if isinstance(baseline, str):
         if baseline != "blur":
             raise SaliencyLabError(
                 f"baseline must be a number, 'blur' or an image tensor, got {baseline!r}."
             )
         return _blurred(images)
-    if isinstance(baseline, bool):
-        raise SaliencyLabError(f"baseline must be a number or a tensor, got {baseline!r}.")
-    if isinstance(baseline, (int, float)):
-        return torch.full((1, *images.shape[1:]), float(baseline), dtype=images.dtype,
-                          device=images.device)
-    if not isinstance(baseline, torch.Tensor):
-        raise SaliencyLabError(
-            f"baseline must be a number, 'blur' or a tensor, got {type(baseline).__name__}."
-        )
-    if baseline.dim() == 3:
-        baseline = baseline.unsqueeze(0)
-    try:
-        shape = torch.broadcast_shapes(baseline.shape, images.shape)
-    except RuntimeError:
-        shape = None
-    if shape != images.shape or baseline.dim() != 4:
-        raise SaliencyLabError(
-            f"baseline of shape {list(baseline.shape)} does not fit images of shape "
-            f"{list(images.shape)}: give [3, H, W], [B, 3, H, W] or a colour [3, 1, 1]."
-        )
-    rows = baseline.shape[0]
-    expanded = baseline.detach().to(images.device, images.dtype).expand(rows, *images.shape[1:])
-    return expanded.contiguous()
+    return validate.fill_value(baseline, images, "baseline")
 
 
 def _blurred(images: torch.Tensor) -> torch.Tensor:
