@@ -573,6 +573,42 @@ def test_a_scalar_tensor_baseline_is_a_number():
         deletion_curve(model, images, maps, baseline=torch.zeros(3, 3, SIZE, SIZE))
 
 
+def test_auc_keeps_the_precision_of_its_input():
+    area = auc([0.3] * 3)
+    assert isinstance(area, float) and abs(area - 0.3) < 1e-12
+    assert abs(auc(np.array([0.1, 0.2, 0.4])) - 0.225) < 1e-12
+    assert auc(torch.tensor([[0.3, 0.3], [0.1, 0.2]], dtype=torch.float64)).dtype == torch.float64
+    assert auc(torch.tensor([[0.3, 0.3]])).dtype == torch.float32
+    assert auc(torch.tensor([[0.3, 0.3]], dtype=torch.float16)).dtype == torch.float32
+    assert auc(torch.tensor([[1, 0, 1]])).dtype == torch.float64
+
+
+def test_curves_keep_the_precision_of_a_float64_model():
+    model64, images = linear_model().double(), random_images(2).double()
+    maps = torch.rand(2, SIZE, SIZE, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        logits = torch.stack([model64(torch.stack(_deleted_images(image, map_, 9)))
+                              for image, map_ in zip(images, maps)])  # [2, 10, classes], float64
+    expected = {"logit": logits[..., 0], "prob": torch.softmax(logits, dim=-1)[..., 0]}
+    for score, values in expected.items():
+        curve = deletion_curve(model64, images, maps, target=0, steps=9, score=score)
+        assert curve.dtype == torch.float64
+        torch.testing.assert_close(curve, values, rtol=1e-12, atol=1e-12)
+        assert isinstance(auc(curve[0]), float) and auc(curve).dtype == torch.float64
+    assert deletion_curve(linear_model(), random_images(2), maps, target=0, steps=9).dtype == torch.float32
+
+
+def _deleted_images(image: torch.Tensor, map_: torch.Tensor, steps: int) -> list[torch.Tensor]:
+    """The ``steps + 1`` images of a deletion curve to black, one by one."""
+    order = torch.sort(map_.flatten(), descending=True, stable=True).indices
+    images = []
+    for k in range(steps + 1):
+        flat = image.reshape(3, -1).clone()
+        flat[:, order[: k * order.numel() // steps]] = 0.0
+        images.append(flat.view(image.shape))
+    return images
+
+
 # ------------------------------------------------------------- the course's Lite0 model
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Union
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
@@ -87,7 +88,9 @@ def deletion_curve(
             ``"logit"`` (the raw target logit).
     Returns:
         ``[B, steps + 1]`` scores (``[steps + 1]`` for a single ``[3, H, W]`` image), at the
-        fractions of deleted pixels ``torch.linspace(0, 1, steps + 1)``.
+        fractions of deleted pixels ``torch.linspace(0, 1, steps + 1)``, in the dtype of the
+        model's logits (float64 for a float64 model; at least float32, so a float16 model's
+        probabilities are computed in float32).
     """
     return _perturbation_curve(
         model, images, saliency_maps, target, steps, baseline, batch_size, score, insert=False
@@ -114,8 +117,8 @@ def insertion_curve(
     The default baseline is ``"blur"`` (RISE's choice: an 11 px Gaussian of sigma 5 px), because
     inserting sharp pixels into a black image makes out-of-distribution images whose scores
     say more about the black than about the map. ``baseline=0.0`` starts from black.
-    Other arguments (a map with NaN raises here too) and the returned shape are those of
-    :func:`deletion_curve`.
+    Other arguments (a map with NaN raises here too), the returned shape and its dtype are
+    those of :func:`deletion_curve`.
     """
     return _perturbation_curve(
         model, images, saliency_maps, target, steps, baseline, batch_size, score, insert=True
@@ -127,16 +130,26 @@ def auc(curve: torch.Tensor | Sequence[float]) -> torch.Tensor | float:
 
     Args:
         curve: ``[B, N]`` curves (or one ``[N]`` curve), ``N >= 2``, e.g. from
-            :func:`deletion_curve`.
+            :func:`deletion_curve`; a tensor, a numpy array or a list of numbers.
     Returns:
-        ``[B]`` areas, or a float for a single curve. A constant curve at ``c`` has area ``c``.
+        ``[B]`` areas, or a Python float for a single curve. A constant curve at ``c`` has area
+        ``c``. Computed in the curve's precision: float64 for a float64 tensor or array and
+        for Python numbers (``auc([0.3] * 3)`` is 0.3, not 0.30000001), float32 for float32,
+        at least float32 for anything narrower.
     """
-    values = curve if isinstance(curve, torch.Tensor) else torch.as_tensor(curve)
+    if isinstance(curve, torch.Tensor):
+        values = curve.detach()
+    elif isinstance(curve, np.ndarray):
+        values = torch.from_numpy(np.ascontiguousarray(curve))
+    else:
+        values = torch.as_tensor(curve, dtype=torch.float64)
     if values.dim() not in (1, 2) or values.shape[-1] < 2:
         raise SaliencyLabError(
             f"curve must have shape [B, N] or [N] with N >= 2 points, got {list(values.shape)}."
         )
-    values = values.detach().to(torch.float64 if values.dtype == torch.float64 else torch.float32)
+    if not values.is_floating_point():
+        values = values.double()  # integers are exact numbers, like Python's
+    values = values.to(torch.promote_types(values.dtype, torch.float32))
     area = torch.trapezoid(values, dx=1.0 / (values.shape[-1] - 1), dim=-1)
     return area.item() if values.dim() == 1 else area
 
@@ -196,16 +209,19 @@ def _perturbation_curve(
     num_pixels = order_rank.shape[1]
     pixels_changed = torch.arange(steps + 1, device=batch.device) * num_pixels // steps
 
-    curve = torch.empty(batch.shape[0] * (steps + 1), device=batch.device)
+    scores = []
     with eval_mode(model, batch), torch.inference_mode():
         targets = resolve_targets(model, batch, target)
-        for chunk in batch_slices(curve.numel(), batch_size or auto_batch_size(model, batch)):
+        points = batch.shape[0] * (steps + 1)
+        for chunk in batch_slices(points, batch_size or auto_batch_size(model, batch)):
             pair = torch.arange(chunk.start, chunk.stop, device=batch.device)
             image_index, step_index = pair // (steps + 1), pair % (steps + 1)
             changed = order_rank[image_index] < pixels_changed[step_index, None]
             changed = changed.view(-1, 1, *batch.shape[2:])
             perturbed = torch.where(changed, end[image_index], start[image_index])
-            curve[chunk] = _target_scores(model(perturbed), targets[image_index], score)
+            scores.append(_target_scores(model(perturbed), targets[image_index], score))
+    # concatenated outside inference mode: a plain tensor, which the caller may modify in place
+    curve = torch.cat(scores) if scores else batch.new_empty(0)
     curve = curve.view(batch.shape[0], steps + 1)
     return curve[0] if single else curve
 
@@ -247,10 +263,12 @@ def _blurred(images: torch.Tensor) -> torch.Tensor:
 
 
 def _target_scores(logits: torch.Tensor, targets: torch.Tensor, score: str) -> torch.Tensor:
+    """``[N]`` target scores in the logits' precision (at least float32)."""
     if logits.dim() != 2:
         raise SaliencyLabError(
             f"the model must return logits [N, classes], got shape {list(logits.shape)}."
         )
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     if score == "prob":
-        return select_logits(torch.softmax(logits.float(), dim=1), targets)
-    return select_logits(logits.float(), targets)
+        return select_logits(torch.softmax(logits, dim=1), targets)
+    return select_logits(logits, targets)
