@@ -56,11 +56,12 @@ def test_the_package_states_lower_bounds_only_so_colab_keeps_its_torch():
 def test_course_pins_are_exact_and_satisfy_the_package():
     requirements = {Requirement(r).name: Requirement(r) for r in pyproject_requirements()}
     pins = course_constraints()
-    assert set(pins) == {"torch", "torchvision"}
+    assert {"torch", "torchvision"} <= set(pins)
     for name, pin in pins.items():
         (exact,) = pin.specifier
         assert exact.operator == "==", f"constraints.txt pins {name} exactly"
-        assert Version(exact.version) in requirements[name].specifier
+        if name in requirements:  # the others (dask) come with a requirement (distributed)
+            assert Version(exact.version) in requirements[name].specifier
     # The pair that installs offline on the course's machines (a mismatched pair fails to import).
     assert str(pins["torch"].specifier) == "==2.14.1" and str(pins["torchvision"].specifier) == "==0.29.1"
 
