@@ -153,6 +153,10 @@ def test_a_dying_worker_is_retried_once_then_reported(cluster, tmp_path, task_fn
     finished = {}
     grade.run_tasks(tasks, jobs=2, scheduler=cluster.scheduler_address, task_fn=task_fn,
                     finished=lambda index, outcome: finished.setdefault(index, outcome))
+    from dask.distributed import Client
+
+    with Client(cluster) as client:  # let the nanny bring the killed worker back before the next test
+        client.wait_for_workers(2, timeout=120)
     got = finished[0]
     assert (got if isinstance(got, str) else type(got).__name__) == expected
     if expected == "KilledWorker":

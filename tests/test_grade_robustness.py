@@ -341,7 +341,8 @@ def test_tampering_is_flagged_with_its_reason_and_loses_the_automatic_points(gra
 def executed_test_cell(source: str, outputs: list) -> nbformat.NotebookNode:
     notebook = nbtools.new_notebook([nbtools.solution("def f(x):\n    return x", "f"),
                                      nbtools.tests(source, "f_test", 1)], ASSIGNMENT)
-    notebook.cells[1].outputs = [nbformat.from_dict(output) for output in outputs]
+    test_cell = next(c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "f_test")
+    test_cell.outputs = [nbformat.from_dict(output) for output in outputs]
     return notebook
 
 

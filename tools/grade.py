@@ -544,8 +544,9 @@ def run_tasks(tasks: list[grading_task.GradingTask], jobs: int, scheduler: str |
             dashboard_address=None, silence_logs=logging.ERROR)
         try:
             with Client(scheduler or cluster) as client:
-                for module in (sandbox, grading_task):
-                    client.upload_file(module.__file__, load=True)
+                if scheduler:  # a local cluster's workers import them from this process's sys.path
+                    for module in (sandbox, grading_task):
+                        client.upload_file(module.__file__, load=True)
                 futures = {client.submit(task_fn, task, pure=False, retries=1,
                                          key=f"grade-{task.assignment}-{task.student}-{index}-{time.time_ns()}"): index
                            for index, task in enumerate(tasks)}
