@@ -8,7 +8,7 @@ import torch
 from exercise_cells import cell_source, define, wrong_answer_files
 
 from saliencylab.attribution import gradcam, occlusion
-from saliencylab.checks import CheckFailed, check_gradcam_map, check_occlusion_map
+from saliencylab.checks import CheckFailed, ReferenceImplementationCalled, check_gradcam_map, check_occlusion_map
 from saliencylab.checks.nb05_gradcam import fixed_gradcam_images, fixed_gradcam_model
 from saliencylab.checks.nb06_occlusion import ForwardRecorder, fixed_occlusion_model, window_starts
 
@@ -51,7 +51,12 @@ def test_reference_gradcam_passes_and_says_what_it_compared(reference_gradcam_ma
 
 
 def test_library_gradcam_passes_the_check():
-    check_gradcam_map(lambda model, images, target, layer: gradcam(model, images, target, layer=layer))
+    """The check's comparison accepts the library's own Grad-CAM (run without the integrity layer:
+    in a notebook, calling the reference inside the exercise is flagged, as the second call shows)."""
+    library_gradcam = lambda model, images, target, layer: gradcam(model, images, target, layer=layer)  # noqa: E731
+    check_gradcam_map.__wrapped__(library_gradcam)
+    with pytest.raises(ReferenceImplementationCalled):
+        check_gradcam_map(library_gradcam)
 
 
 def test_reference_gradcam_passes_with_an_int_target_and_other_images(reference_gradcam_map):
