@@ -75,7 +75,7 @@ def cluster():
     import dask
     from dask.distributed import LocalCluster
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1, "distributed.worker.daemon": False}):
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit=0,
                           dashboard_address=None) as local:
             yield local
@@ -163,3 +163,15 @@ def test_a_dying_worker_is_retried_once_then_reported(cluster, tmp_path, task_fn
         prepared = grade.Prepared("victim", ASSIGNMENT, key="")
         result = grade.merge(tmp_path, prepared, got)
         assert result.status == "failed" and "failed twice" in result.detail
+
+
+def test_a_daemon_worker_grades_through_a_fresh_interpreter(tmp_path, monkeypatch):
+    import multiprocessing
+
+    root = make_course(tmp_path)
+    for student in list(CLASS)[1:]:
+        shutil.rmtree(root / "submitted" / student)
+    monkeypatch.setitem(multiprocessing.current_process()._config, "daemon", True)  # as in a Dask worker
+    (result,) = grade.grade_all(root, jobs=1)
+    assert result.status == "graded"
+    assert {s.grade_id: s.score for s in grade.cell_scores(root)}["double_test"] == 2

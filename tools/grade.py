@@ -538,7 +538,9 @@ def run_tasks(tasks: list[grading_task.GradingTask], jobs: int, scheduler: str |
     import dask
     from dask.distributed import Client, LocalCluster, as_completed
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+    # workers that may start processes: each submission's nbgrader is forked from a server that
+    # has imported it once (a daemon worker falls back to starting a fresh interpreter each time)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1, "distributed.worker.daemon": False}):
         cluster = None if scheduler else LocalCluster(
             n_workers=min(jobs, len(tasks)), threads_per_worker=1, processes=True, memory_limit=0,
             dashboard_address=None, silence_logs=logging.ERROR)

@@ -15,6 +15,9 @@ coordinator uploads to Dask workers itself.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
+import multiprocessing
 import os
 import platform
 import resource
@@ -67,24 +70,74 @@ def run(task: GradingTask) -> TaskOutcome:
         _write_files(course / "source" / task.assignment, task.source_files)
         (course / "gradebook.db").write_bytes(task.gradebook)
         (course / "nbgrader_config.py").write_text(task.config)
-        sandboxed = sandbox.unavailable_reason() is None
+        sandboxed = sandbox_available()
         limits = dataclasses.replace(task.limits, uid=uid)
         kernel_options, env = _kernel_options(scratch, limits, sandboxed)
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(task.threads)
-        command = [sys.executable, "-m", "nbgrader", "autograde", task.assignment, "--force", "--create",
-                   f"--student={task.student}", f"--CourseDirectory.root={course}",
-                   "--CourseDirectory.source_directory=source",
-                   f"--CourseDirectory.db_url=sqlite:///{course / 'gradebook.db'}",
-                   *kernel_options, *task.options]
+        arguments = ["autograde", task.assignment, "--force", "--create", f"--student={task.student}",
+                     f"--CourseDirectory.root={course}", "--CourseDirectory.source_directory=source",
+                     f"--CourseDirectory.db_url=sqlite:///{course / 'gradebook.db'}", *kernel_options, *task.options]
         log = scratch / "nbgrader.log"
-        with open(log, "w") as output:  # a file, not a pipe: a kernel printing gigabytes cannot fill our memory
-            subprocess.run(command, cwd=course, stdout=output, stderr=subprocess.STDOUT,
-                           env={**os.environ, **env, "PATH": _venv_path()},
-                           preexec_fn=_memory_limit(limits.memory_gb))
+        run_nbgrader(arguments, course, env, log, limits.memory_gb)
         executed = course / "autograded" / task.student / task.assignment / f"{task.assignment}.ipynb"
         notebook = executed.read_bytes() if executed.is_file() and not executed.is_symlink() else None
         tail = log.read_text(errors="replace")[-LOG_TAIL:]
     return TaskOutcome(notebook, tail, time.perf_counter() - started, sandboxed, platform.node())
+
+
+@functools.lru_cache(maxsize=1)
+def sandbox_available() -> bool:
+    """Whether bubblewrap works here (probed once per worker process)."""
+    return sandbox.unavailable_reason() is None
+
+
+def run_nbgrader(arguments: list[str], cwd: Path, env: dict[str, str], log: Path, memory_gb: float) -> int:
+    """``nbgrader <arguments>`` in a process of its own, its output to ``log`` (a file, not a pipe:
+    a kernel printing gigabytes cannot fill this process's memory) and its address space capped
+    as the kernel's is. The process is forked from a server that has imported nbgrader once (2 s
+    per submission otherwise, most of a submission's overhead) where this process may have
+    children (a Dask worker started as a daemon may not: then a fresh interpreter runs it);
+    returns its exit code."""
+    if multiprocessing.current_process().daemon:
+        command = [sys.executable, "-c", "import sys, grading_task; grading_task._nbgrader_main(*sys.argv[1:])",
+                   json.dumps(arguments), str(cwd), json.dumps(env), str(log), str(memory_gb)]
+        return subprocess.run(command, env={**os.environ, "PYTHONPATH": _module_path()}).returncode
+    child = _nbgrader_server().Process(target=_nbgrader_main, args=(arguments, str(cwd), env, str(log), memory_gb))
+    child.start()
+    child.join()
+    return child.exitcode
+
+
+def _nbgrader_server() -> multiprocessing.context.BaseContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["nbgrader.apps.nbgraderapp", "grading_task"])
+    return context
+
+
+def _nbgrader_main(arguments: list[str] | str, cwd: str, env: dict[str, str] | str, log: str,
+                   memory_gb: float | str) -> None:
+    """Runs in the child: the state nbgrader's command line would start from (arguments may come
+    as JSON text from a command line)."""
+    arguments = json.loads(arguments) if isinstance(arguments, str) else arguments
+    env = json.loads(env) if isinstance(env, str) else env
+    memory_gb = float(memory_gb)
+    output = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    os.chdir(cwd)
+    os.environ.update(env)
+    os.environ["PATH"] = _venv_path()
+    limit = int(memory_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    from nbgrader.apps.nbgraderapp import NbGraderApp
+
+    sys.argv = ["nbgrader", *arguments]
+    NbGraderApp.launch_instance(argv=arguments)
+
+
+def _module_path() -> str:
+    here = str(Path(__file__).resolve().parent)
+    return os.pathsep.join(p for p in [here, os.environ.get("PYTHONPATH", "")] if p)
 
 
 def _write_files(folder: Path, files: dict[str, bytes]) -> None:
@@ -114,12 +167,3 @@ def _venv_path() -> str:
     return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 
-def _memory_limit(gigabytes: float):
-    """Cap nbgrader's own address space as the kernel's is capped: a flood of output that it
-    collects ends this one run, never the worker or the machine."""
-    limit = int(gigabytes * 2**30)
-
-    def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    return apply
