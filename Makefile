@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.saliencylab-installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup lab test test-fast release grade bench clean-grading
+.PHONY: setup lab test test-fast release grade feedback bench clean-grading
 
 setup: $(STAMP)
 
@@ -46,6 +46,10 @@ release: setup
 # Dask cluster; FORCE=1 regrades submissions that have not changed since the last run.
 grade: setup
 	JOBS="$(JOBS)" SCHEDULER="$(SCHEDULER)" FORCE="$(FORCE)" $(PY) tools/grade.py
+
+# After grading written answers by hand in formgrader: every student's feedback with those scores.
+feedback: setup
+	$(PY) tools/grade.py --feedback
 
 bench: setup
 	$(PY) bench/bench_attribution.py

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_grading.py                 # 16 submissions, 2 jobs
     .venv/bin/python bench/bench_grading.py --submissions 8 --jobs 2 4
+    .venv/bin/python bench/bench_grading.py --lesson 02_saliency --submissions 8
 
 The assignment imports torch and does about a second of tensor work per exercise, like a lesson
 cell; the class is a mix of correct, wrong, crashing (raises) and looping (stopped by the cell
@@ -66,15 +67,39 @@ def assignment(answer: str) -> nbformat.NotebookNode:
     ], ASSIGNMENT)
 
 
-def make_course(folder: Path, submissions: int) -> Path:
+def lesson_submission(lesson: str, kind: str, index: int) -> nbformat.NotebookNode:
+    """A submission of a real lesson: its solution (correct), its release (every exercise left
+    as the stub, which raises), a wrong answer of the tests in one exercise, or one exercise
+    that loops until the cell's time limit."""
+    if kind == "crashing":
+        return nbformat.read(str(ROOT / "notebooks" / lesson / f"{lesson}.ipynb"), as_version=4)
+    notebook = nbformat.read(str(ROOT / "solutions" / lesson / f"{lesson}.ipynb"), as_version=4)
+    exercises = [c for c in notebook.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")]
+    if kind == "wrong":
+        wrong = sorted((ROOT / "tests" / "wrong_answers" / lesson).glob("*/*.py"))[index % 7]
+        cell = next(c for c in exercises if c.metadata["nbgrader"]["grade_id"] == wrong.parent.name)
+        cell.source = wrong.read_text()
+    elif kind == "looping":
+        name = exercises[0].source.split("def ", 1)[1].split("(", 1)[0]
+        exercises[0].source = f"def {name}(*args, **kwargs):\n    while True:\n        pass\n"
+    return notebook
+
+
+def make_course(folder: Path, submissions: int, lesson: str | None = None) -> tuple[Path, str]:
+    """A course with one assignment (the synthetic one, or a real lesson) and a mixed class."""
+    name = lesson or ASSIGNMENT
     root = folder / "course"
     root.mkdir(parents=True)
     shutil.copy(ROOT / "nbgrader_config.py", root)
-    nbtools.write(assignment("correct"), root / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
+    if lesson:
+        shutil.copytree(ROOT / "solutions" / lesson, root / "solutions" / lesson)
+    else:
+        nbtools.write(assignment("correct"), root / "solutions" / name / f"{name}.ipynb")
     for index in range(submissions):
-        nb = assignment(MIX[index % len(MIX)])
-        nbtools.write(nb, root / "submitted" / f"student{index:03d}" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb")
-    return root
+        kind = MIX[index % len(MIX)]
+        nb = lesson_submission(lesson, kind, index) if lesson else assignment(kind)
+        nbtools.write(nb, root / "submitted" / f"student{index:03d}" / name / f"{name}.ipynb")
+    return root, name
 
 
 class PeakMemory:
@@ -117,17 +142,17 @@ def cell_seconds(executed: Path) -> float:
     return total
 
 
-def run_setting(submissions: int, jobs: int, timeout: int) -> dict:
+def run_setting(submissions: int, jobs: int, timeout: int, lesson: str | None, threads: int | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="saliencylab-bench-grading-") as folder:
-        root = make_course(Path(folder), submissions)
-        grade.ensure_registered(root, ASSIGNMENT, grade.GradingCache(root))  # once, outside the timing
+        root, name = make_course(Path(folder), submissions, lesson)
+        grade.ensure_registered(root, name, grade.GradingCache(root))  # once, outside the timing
         with PeakMemory() as memory:
             started = time.perf_counter()
-            results = grade.grade_all(root, f"--Execute.timeout={timeout}", jobs=jobs, force=True)
+            results = grade.grade_all(root, f"--Execute.timeout={timeout}", jobs=jobs, force=True, threads=threads)
             elapsed = time.perf_counter() - started
         overheads = []
         for result in results:
-            executed = root / "autograded" / result.student / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+            executed = root / "autograded" / result.student / name / f"{name}.ipynb"
             if result.graded and executed.exists():
                 overheads.append(result.seconds - cell_seconds(executed))
         started = time.perf_counter()
@@ -136,7 +161,7 @@ def run_setting(submissions: int, jobs: int, timeout: int) -> dict:
         scores = sorted((s.student, s.grade_id, s.score) for s in grade.cell_scores(root))
     assert not any(r.rerun for r in again), "an unchanged regrade ran a submission again"
     return {
-        "jobs": jobs, "submissions": submissions, "seconds": elapsed,
+        "jobs": jobs, "threads": threads or max(1, (os.cpu_count() or 1) // jobs), "submissions": submissions, "seconds": elapsed,
         "per_minute": 60 * submissions / elapsed,
         "overhead_mean_s": sum(overheads) / len(overheads), "overhead_max_s": max(overheads),
         "peak_memory_gb": memory.peak / 2**30,
@@ -162,26 +187,31 @@ def main() -> int:
     parser.add_argument("--submissions", type=int, default=16)
     parser.add_argument("--jobs", type=int, nargs="+", default=[2])
     parser.add_argument("--timeout", type=int, default=10, help="nbgrader's per-cell limit (the loops hit it)")
+    parser.add_argument("--lesson", help="grade a real lesson (e.g. 02_saliency): its solution, its release, "
+                        "its tests' wrong answers and a looping exercise, instead of the synthetic assignment")
     args = parser.parse_args()
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}; "
           f"sandbox {'on' if grade.SANDBOX_OFF_REASON is None else 'OFF'}", flush=True)
     runs = []
-    for jobs in [1, *args.jobs]:
-        run = run_setting(args.submissions, jobs, args.timeout)
+    settings = [(1, None), *((jobs, None) for jobs in args.jobs)]
+    if (os.cpu_count() or 1) > 1:
+        settings.insert(1, (1, 1))  # one by one, one thread: how much of the gain is the idle core
+    for jobs, threads in settings:
+        run = run_setting(args.submissions, jobs, args.timeout, args.lesson, threads)
         runs.append(run)
-        print(f"jobs={jobs}: {run['seconds']:.0f} s for {run['submissions']}, {run['per_minute']:.1f}/min, "
+        print(f"jobs={jobs} threads={run['threads']}: {run['seconds']:.0f} s for {run['submissions']}, {run['per_minute']:.1f}/min, "
               f"overhead {run['overhead_mean_s']:.2f} s (max {run['overhead_max_s']:.2f}), peak "
               f"{run['peak_memory_gb']:.1f} GB, unchanged regrade {run['unchanged_regrade_s_per_submission']:.3f} "
               "s/submission", flush=True)
     reference = runs[0]
     for run in runs[1:]:
         same = run["scores"] == reference["scores"] and run["statuses"] == reference["statuses"]
-        print(f"jobs={run['jobs']}: speed-up {run['per_minute'] / reference['per_minute']:.2f}x over one by one; "
+        print(f"jobs={run['jobs']} threads={run['threads']}: speed-up {run['per_minute'] / reference['per_minute']:.2f}x over one by one; "
               f"scores and statuses identical: {same}")
     rows = projection(reference, runs[-1])
-    print("300 students x 10 assignments (25 s of cells each): "
+    print("300 students x 10 assignments (25 s of cells each, this run's overhead and parallel efficiency): "
           + ", ".join(f"{r['cores']} cores {r['hours']:.1f} h" for r in rows))
-    out = ROOT / "bench" / "results" / "bench_grading.json"
+    out = ROOT / "bench" / "results" / f"bench_grading{'_' + args.lesson if args.lesson else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": platform.node(), "cores": os.cpu_count(), "runs": runs,
                                "projection": rows}, indent=1))

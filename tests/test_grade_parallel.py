@@ -175,3 +175,16 @@ def test_a_daemon_worker_grades_through_a_fresh_interpreter(tmp_path, monkeypatc
     (result,) = grade.grade_all(root, jobs=1)
     assert result.status == "graded"
     assert {s.grade_id: s.score for s in grade.cell_scores(root)}["double_test"] == 2
+
+
+def test_make_feedback_shows_scores_given_by_hand(tmp_path):
+    from nbgrader.api import Gradebook
+
+    root = make_course(tmp_path)
+    grade.grade_all(root, jobs=1)
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
+        gradebook.find_grade("why", ASSIGNMENT, ASSIGNMENT, "ada").manual_score = 1.0
+        gradebook.db.commit()
+    assert grade.regenerate_feedback(root) == len(CLASS)
+    page = html.unescape(re.sub(r"<[^>]+>", "", (root / "feedback" / "ada" / ASSIGNMENT / f"{ASSIGNMENT}.html").read_text()))
+    assert "Score: 1.0 / 1.0" in page and "double(3)" not in page

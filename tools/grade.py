@@ -469,13 +469,14 @@ def unchanged_result(root: Path, prepared: Prepared, previous: dict) -> Submissi
 
 
 def grade_all(root: Path, *options: str, jobs: int | None = None, scheduler: str | None = None,
-              force: bool = False, progress: bool = False) -> list[SubmissionResult]:
+              force: bool = False, progress: bool = False, threads: int | None = None) -> list[SubmissionResult]:
     """Grade every submission of every assignment under ``root``: changed ones only (all with
     ``force``), ``jobs`` at a time on a local Dask cluster (in this process when 1), or on the
-    Dask cluster at ``scheduler``; feedback for each one regraded."""
+    Dask cluster at ``scheduler``; feedback for each one regraded. Each student kernel uses
+    ``threads`` torch threads (default: this machine's cores / ``jobs``)."""
     cache = GradingCache(root, force)
     jobs = max(1, jobs or os.cpu_count() or 1)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     results: list[SubmissionResult] = []
     pending: list[Prepared] = []
     for assignment in submitted_assignments(root):
@@ -633,8 +634,25 @@ def summary(results: list[SubmissionResult], slowest: int = 5) -> str:
     return "\n".join(lines)
 
 
+def regenerate_feedback(root: Path) -> int:
+    """Feedback for every autograded submission from the gradebook as it is now (after grading
+    written answers by hand in formgrader: `make feedback`)."""
+    count = 0
+    for assignment in submitted_assignments(root):
+        graded = sorted(p.parent.parent.name for p in (root / "autograded").glob(f"*/{assignment}/{assignment}.ipynb"))
+        if graded:
+            result = generate_feedback(root, assignment, graded)
+            if result.returncode != 0:
+                print(f"feedback for {assignment} failed:\n{result.stderr[-2000:]}", file=sys.stderr)
+            count += len(graded)
+    return count
+
+
 def main() -> int:
     root = COURSE_ROOT
+    if sys.argv[1:] == ["--feedback"]:
+        print(f"feedback/ written for {regenerate_feedback(root)} submissions, with the gradebook's current scores.")
+        return 0
     if SANDBOX_OFF_REASON is None:
         print("Student code runs in a sandbox (bubblewrap): it sees only its own copy of the submission.")
     else:

@@ -48,6 +48,10 @@ SYSTEM_DIRS = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc")
 PASSED_ENV = ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY",
               "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "GLIBC_TUNABLES", "SALIENCYLAB_DEVICE",
               "PYDEVD_DISABLE_FILE_VALIDATION")
+# The course kernel's malloc setting (tools/setup_kernel.py gives it to the students' kernel too):
+# large tensors stay mapped instead of going back to the OS after every batch. Without it the
+# graded lessons spent much of their time in page faults (see bench/README.md).
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"
 # Runs its arguments as a child, so that the kernel's parent is this shell, not the sandbox's
 # pid 1 (ipykernel shuts down when its parent is pid 1).
 PARENT_SHELL = '"$0" "$@"; exit $?'
@@ -149,7 +153,7 @@ def write_kernel_spec(folder: Path, limits: Limits, name: str = "python3") -> Pa
         "language": "python",
         # a signal would reach bwrap, not the kernel: interrupt (a cell's timeout) by message
         "interrupt_mode": "message",
-        "env": {"GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", "")},
+        "env": {"GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES") or MALLOC_TUNABLES},
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
     return spec_dir

@@ -15,7 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"
+from sandbox import MALLOC_TUNABLES
+
 INSTRUCTOR_PLUGINS = [
     "@jupyter/nbgrader:formgrader",
     "@jupyter/nbgrader:create-assignment",
