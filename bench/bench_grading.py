@@ -39,9 +39,11 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import grade  # noqa: E402
 import nbtools  # noqa: E402
+from exercise_cells import wrong_answers  # noqa: E402
 
 ASSIGNMENT = "bench"
 WORK = "import torch\ntorch.manual_seed(0)\nx = torch.randn(384, 384)\nfor _ in range(60):\n    x = torch.tanh(x @ x.T / 384)\n"
@@ -76,9 +78,9 @@ def lesson_submission(lesson: str, kind: str, index: int) -> nbformat.NotebookNo
     notebook = nbformat.read(str(ROOT / "solutions" / lesson / f"{lesson}.ipynb"), as_version=4)
     exercises = [c for c in notebook.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")]
     if kind == "wrong":
-        wrong = sorted((ROOT / "tests" / "wrong_answers" / lesson).glob("*/*.py"))[index % 7]
-        cell = next(c for c in exercises if c.metadata["nbgrader"]["grade_id"] == wrong.parent.name)
-        cell.source = wrong.read_text()
+        wrong = wrong_answers(lesson)[index % 7]
+        cell = next(c for c in exercises if c.metadata["nbgrader"]["grade_id"] == wrong.exercise)
+        cell.source = wrong.source()
     elif kind == "looping":
         name = exercises[0].source.split("def ", 1)[1].split("(", 1)[0]
         exercises[0].source = f"def {name}(*args, **kwargs):\n    while True:\n        pass\n"

@@ -14,8 +14,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import audit  # noqa: E402
 import nbtools  # noqa: E402
-
-WRONG_ANSWERS = sorted((ROOT / "tests" / "wrong_answers").glob("*/*/*.py"))
+from exercise_cells import wrong_answers  # noqa: E402
 
 
 @pytest.mark.parametrize("notebook", nbtools.solution_notebooks(), ids=lambda p: p.stem)
@@ -28,10 +27,10 @@ def test_no_solution_is_flagged(notebook):
             assert audit.audit_source(cell.source, meta["grade_id"]) == [], meta["grade_id"]
 
 
-@pytest.mark.parametrize("wrong_answer", WRONG_ANSWERS, ids=lambda p: f"{p.parent.name}-{p.stem}")
+@pytest.mark.parametrize("wrong_answer", wrong_answers(), ids=lambda w: f"{w.exercise}-{w.name}")
 def test_no_wrong_answer_is_flagged(wrong_answer):
     # A wrong answer is an honest mistake: it loses points, it is not cheating.
-    assert audit.audit_source(wrong_answer.read_text(), wrong_answer.parent.name) == []
+    assert audit.audit_source(wrong_answer.source(), wrong_answer.exercise) == []
 
 
 CHEATS = {

@@ -4,11 +4,9 @@ explanation of *its* mistake, not just any failure."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from exercise_cells import WRONG_ANSWERS, cell_source, define
+from exercise_cells import cell_source, define, wrong_answer, wrong_answers
 from torch import nn
 
 from saliencylab.checks import (
@@ -56,14 +54,11 @@ EXPECTED_EXPLANATION = {
 }
 
 
-def wrong_answer_files() -> list[Path]:
+def wrong_answer_keys() -> list[str]:
+    """``exercise/name`` of every wrong answer of these exercises."""
     return sorted(
-        path for exercise in CHECKS for path in (WRONG_ANSWERS / ASSIGNMENT_OF[exercise] / exercise).glob("*.py")
+        f"{w.exercise}/{w.name}" for exercise in CHECKS for w in wrong_answers(ASSIGNMENT_OF[exercise], exercise)
     )
-
-
-def key(path: Path) -> str:
-    return f"{path.parent.name}/{path.stem}"
 
 
 def reference_source(exercise: str) -> str:
@@ -85,18 +80,19 @@ def test_reference_solution_passes_and_says_what_it_compared(exercise, reference
 
 
 def test_every_wrong_answer_has_an_expected_explanation_and_three_per_exercise():
-    found = {key(path) for path in wrong_answer_files()}
+    found = set(wrong_answer_keys())
     assert found == set(EXPECTED_EXPLANATION), "add the new wrong answers to EXPECTED_EXPLANATION"
     for exercise in CHECKS:
         assert sum(k.startswith(f"{exercise}/") for k in found) >= 3
 
 
-@pytest.mark.parametrize("path", wrong_answer_files(), ids=key)
-def test_wrong_answer_is_caught_with_its_explanation(path):
-    student_fn = define(path.read_text(), path.parent.name, str(path))
+@pytest.mark.parametrize("key", wrong_answer_keys(), ids=str)
+def test_wrong_answer_is_caught_with_its_explanation(key):
+    exercise, name = key.split("/")
+    student_fn = wrong_answer(ASSIGNMENT_OF[exercise], exercise, name)
     with pytest.raises(CheckFailed) as caught:
-        CHECKS[path.parent.name](student_fn)
-    assert EXPECTED_EXPLANATION[key(path)] in str(caught.value)
+        CHECKS[exercise](student_fn)
+    assert EXPECTED_EXPLANATION[key] in str(caught.value)
 
 
 @pytest.mark.parametrize("exercise", sorted(CHECKS))
@@ -133,10 +129,7 @@ def test_input_gradient_check_takes_other_models_and_images(references, capsys):
     check_gradient_times_input(references["gradient_times_input"], model=conv, image=image, target=7)
     assert "(3, 8, 8)" in capsys.readouterr().out
     with pytest.raises(CheckFailed, match="explained the predicted class"):
-        wrong = define(
-            (WRONG_ANSWERS / "01_linear_models/input_gradient/used_predicted_class.py").read_text(),
-            "input_gradient",
-        )
+        wrong = wrong_answer("01_linear_models", "input_gradient", "used_predicted_class")
         predicted = int(conv(image.unsqueeze(0)).argmax())
         check_input_gradient(wrong, model=conv, image=image, target=(predicted + 1) % 10)
 

@@ -12,7 +12,7 @@ import warnings
 
 import pytest
 import torch
-from exercise_cells import WRONG_ANSWERS, define, solution_without_markers
+from exercise_cells import define, solution_without_markers, wrong_answer, wrong_answers
 
 from saliencylab.checks import CheckFailed
 from saliencylab.checks import nb07_fooling_images as nb07
@@ -58,7 +58,7 @@ def digits(digits_cnn):
 
 
 def test_every_fooling_wrong_answer_has_an_expected_explanation():
-    on_disk = {(p.parent.name, p.stem) for p in (WRONG_ANSWERS / FOOLING).glob("*/*.py")}
+    on_disk = {(w.exercise, w.name) for w in wrong_answers(FOOLING)}
     assert on_disk == set(FOOLING_MISTAKES)
 
 
@@ -76,8 +76,7 @@ def test_reference_fooling_loop_passes_all_three_cases(reference_make_fooling_im
 
 @pytest.mark.parametrize("exercise, mistake", sorted(FOOLING_MISTAKES), ids=lambda v: str(v))
 def test_fooling_wrong_answer_is_named(exercise, mistake, reference_fooling_step):
-    source = (WRONG_ANSWERS / FOOLING / exercise / f"{mistake}.py").read_text()
-    student_fn = define(source, exercise, fooling_step=reference_fooling_step)
+    student_fn = wrong_answer(FOOLING, exercise, mistake, fooling_step=reference_fooling_step)
     with pytest.raises(CheckFailed) as failure:
         FOOLING_CHECKS[exercise](student_fn)
     assert FOOLING_MISTAKES[(exercise, mistake)] in str(failure.value)
@@ -177,7 +176,7 @@ def reference_visualization_step():
 
 
 def test_every_visualization_wrong_answer_has_an_expected_explanation():
-    on_disk = {p.stem for p in (WRONG_ANSWERS / VISUALIZATION / STEP).glob("*.py")}
+    on_disk = {w.name for w in wrong_answers(VISUALIZATION, STEP)}
     assert on_disk == set(VISUALIZATION_MISTAKES)
 
 
@@ -189,7 +188,7 @@ def test_reference_visualization_step_passes_and_reports(reference_visualization
 
 @pytest.mark.parametrize("mistake", sorted(VISUALIZATION_MISTAKES))
 def test_visualization_wrong_answer_is_named(mistake):
-    student_fn = define((WRONG_ANSWERS / VISUALIZATION / STEP / f"{mistake}.py").read_text(), STEP)
+    student_fn = wrong_answer(VISUALIZATION, STEP, mistake)
     with pytest.raises(CheckFailed) as failure:
         nb08.check_class_visualization_step(student_fn)
     assert VISUALIZATION_MISTAKES[mistake] in str(failure.value)

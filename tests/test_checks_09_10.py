@@ -9,7 +9,7 @@ import copy
 
 import pytest
 import torch
-from exercise_cells import WRONG_ANSWERS, cell_source, wrong_answer_cases, wrong_answer_stems
+from exercise_cells import cell_source, wrong_answer, wrong_answer_cases, wrong_answer_stems
 from exercise_cells import define as define_in_notebook
 from torch import nn
 
@@ -81,12 +81,15 @@ CHECKS = {
 }
 
 
+def prelude() -> str:
+    """Notebook 10's ``reinitialise`` helper cell, which runs before its exercises."""
+    return cell_source("10_sanity_checks", "reinitialise_helper")
+
+
 def define(source: str, name: str, filename: str | None = None):
     """Define ``name`` from ``source`` as the notebook would: notebook 10's ``reinitialise``
     helper cell runs first."""
-    return define_in_notebook(
-        source, name, filename, prelude=cell_source("10_sanity_checks", "reinitialise_helper")
-    )
+    return define_in_notebook(source, name, filename, prelude=prelude())
 
 
 def reference(assignment: str, exercise: str):
@@ -106,8 +109,7 @@ def test_every_wrong_answer_file_has_an_expected_explanation(assignment, exercis
 
 @pytest.mark.parametrize("assignment, exercise, stem, phrase", wrong_answer_cases(EXPECTED_EXPLANATIONS))
 def test_wrong_answer_is_caught_with_its_explanation(assignment, exercise, stem, phrase):
-    path = WRONG_ANSWERS / assignment / exercise / f"{stem}.py"
-    student_fn = define(path.read_text(), exercise, str(path))
+    student_fn = wrong_answer(assignment, exercise, stem, prelude=prelude())
     with pytest.raises(CheckFailed) as failure:
         CHECKS[exercise](student_fn)
     assert phrase in str(failure.value)

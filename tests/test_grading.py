@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from exercise_cells import wrong_answers
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -25,7 +26,6 @@ import nbtools  # noqa: E402
 import release  # noqa: E402
 
 ASSIGNMENTS = release.assignments()
-WRONG_ANSWERS = ROOT / "tests" / "wrong_answers"
 SOLUTION_STUDENT, BLANK_STUDENT = "reference_solution", "untouched_release"
 
 
@@ -87,7 +87,7 @@ def test_notebook_has_exercise_tests_written_answer_and_colab_cells(assignment):
 @pytest.mark.parametrize("assignment", ASSIGNMENT_PARAMS)
 def test_every_exercise_has_three_wrong_answers(assignment):
     for exercise in exercises(assignment):
-        found = sorted((WRONG_ANSWERS / assignment / exercise).glob("*.py"))
+        found = wrong_answers(assignment, exercise)
         assert len(found) >= 3, f"{assignment}/{exercise}: {len(found)} wrong answers, need >= 3"
 
 
@@ -221,10 +221,10 @@ def kernels():
 
 def wrong_answer_params():
     return [
-        pytest.param(a, e, p, id=f"{a}-{e}-{p.stem}", marks=[pytest.mark.xdist_group(f"grading-{a}"), pytest.mark.notebooks])
+        pytest.param(a, e, w, id=f"{a}-{e}-{w.name}", marks=[pytest.mark.xdist_group(f"grading-{a}"), pytest.mark.notebooks])
         for a in ASSIGNMENTS
         for e in exercises(a)
-        for p in sorted((WRONG_ANSWERS / a / e).glob("*.py"))
+        for w in wrong_answers(a, e)
     ]
 
 
@@ -232,15 +232,15 @@ def wrong_answer_params():
 def test_wrong_answer_loses_its_exercise_points_only(kernels, assignment, exercise, wrong_answer):
     kernel = kernels(assignment)
     solution_cell = next(c for c in _nbgrader_cells(kernel.notebook) if c.metadata.nbgrader.grade_id == exercise)
-    assert kernel.run(wrong_answer.read_text()) is None, "the wrong answer itself must define cleanly"
+    assert kernel.run(wrong_answer.source()) is None, "the wrong answer itself must define cleanly"
     try:
         outcome = {c.metadata.nbgrader.grade_id: kernel.run(c.source) for c in graded_test_cells(kernel.notebook)}
     finally:
         assert kernel.run(solution_cell.source) is None
     own = {k: v for k, v in outcome.items() if k.startswith(f"{exercise}_test")}
     others = {k: v for k, v in outcome.items() if k not in own}
-    assert any(own.values()), f"{wrong_answer.name} passed every test of {exercise}: the grader misses it"
+    assert any(own.values()), f"{wrong_answer.label} passed every test of {exercise}: the grader misses it"
     tampering = {k: v for k, v in own.items() if v and v.split(":")[0] in ("TamperingError", "ReferenceImplementationCalled")}
-    assert not tampering, f"{wrong_answer.name} is an honest mistake, yet flagged as tampering: {tampering}"
+    assert not tampering, f"{wrong_answer.label} is an honest mistake, yet flagged as tampering: {tampering}"
     broken = {k: v for k, v in others.items() if v}
-    assert not broken, f"{wrong_answer.name} also failed other exercises' tests: {broken}"
+    assert not broken, f"{wrong_answer.label} also failed other exercises' tests: {broken}"

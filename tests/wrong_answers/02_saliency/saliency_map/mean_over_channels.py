@@ -1,7 +1,0 @@
-def saliency_map(model, images, target):
-    targets = torch.as_tensor(target).reshape(-1).expand(len(images))  # LongTensor [B]
-    # Mistake: averages |gradient| over the colour channels instead of taking the maximum.
-    x = images.detach().clone().requires_grad_(True)
-    scores = model(x)[torch.arange(len(x)), targets].sum()
-    (gradients,) = torch.autograd.grad(scores, x)
-    return gradients.abs().mean(dim=1)
