@@ -62,6 +62,15 @@ CHEATS = {
 }
 
 
+def test_the_library_s_guided_backprop_rule_is_a_reference_implementation_too():
+    source = ("def guided_backprop_map(model, images, target):\n"
+              "    with rule_at_every_relu(model, GuidedBackpropRule) as substitution:\n"
+              "        return model(images)")
+    found = audit.audit_source(source, "guided_backprop_map")
+    assert any("rule_at_every_relu() inside" in r for r in found), found
+    assert any("uses the library's reference implementation GuidedBackpropRule" in r for r in found), found
+
+
 @pytest.mark.parametrize("name", CHEATS)
 def test_cheats_are_flagged_with_their_reason(name):
     source, reason = CHEATS[name]

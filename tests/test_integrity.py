@@ -152,6 +152,22 @@ def test_an_error_in_the_student_function_leaves_nothing_behind():
     # the autouse fixture asserts no profiler is left and nothing counts as tampered
 
 
+def test_the_library_s_rule_classes_trip_the_guided_backprop_wire():
+    from saliencylab.attribution.relu_rules import GuidedBackpropRule, rule_at_every_relu
+    from saliencylab.checks import check_guided_backprop_map
+
+    def with_library_rules(model, images, target):
+        x = images.detach().clone().requires_grad_(True)
+        targets = torch.as_tensor(target).reshape(-1).expand(len(x)) if torch.as_tensor(target).numel() == 1 \
+            else torch.as_tensor(target)
+        with rule_at_every_relu(model, GuidedBackpropRule):
+            (gradient,) = torch.autograd.grad(model(x).gather(1, targets.view(-1, 1)).sum(), x)
+        return gradient
+
+    with pytest.raises(ReferenceImplementationCalled, match="rule_at_every_relu"):
+        check_guided_backprop_map(with_library_rules)
+
+
 def test_every_check_is_guarded_and_every_exercise_has_its_check():
     table = _integrity.load_reference_table()
     public_checks = {name: getattr(checks, name) for name in checks.__all__ if name.startswith("check_")}

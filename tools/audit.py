@@ -32,7 +32,7 @@ def _reference_implementations() -> dict[str, frozenset[str]]:
     if spec is None or spec.origin is None:
         raise RuntimeError("saliencylab is not installed in this Python: run `make setup`")
     table = json.loads((Path(spec.origin).parent / "checks" / "reference_implementations.json").read_text())
-    return {exercise: frozenset(path.split(":")[1] for path in paths)
+    return {exercise: frozenset(path.split(":")[1].split(".")[0] for path in paths)  # Class.method -> Class
             for exercise, paths in table.items() if not exercise.startswith("_")}
 
 
@@ -89,6 +89,8 @@ def audit_source(source: str, exercise: str | None = None,
     protected = protected | protected_aliases([source])
     forbidden = REFERENCE_IMPLEMENTATIONS.get(exercise or "", frozenset())
     defined_here = {node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    defined_here |= {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}
+    called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
     reasons: list[str] = []
     for node in ast.walk(tree):
         reasons += _assignment_reasons(node, protected)
@@ -108,6 +110,9 @@ def audit_source(source: str, exercise: str | None = None,
             for alias in node.names:
                 if (alias.asname or alias.name).startswith("check_"):
                     reasons.append(f"replaces the grader function {alias.asname or alias.name} by an import")
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in forbidden \
+                and node.id not in defined_here and id(node) not in called:
+            reasons.append(f"uses the library's reference implementation {node.id} inside {exercise}")
         if isinstance(node, ast.Name) and node.id == "__builtins__":
             reasons.append("reaches into the interpreter (__builtins__)")
         if isinstance(node, ast.Attribute):

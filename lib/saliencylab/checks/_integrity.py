@@ -92,15 +92,19 @@ def capture() -> None:
 
 
 def load_reference_table() -> dict[str, list[str]]:
-    """Exercise -> ``"module:function"`` of each library function that implements it."""
+    """Exercise -> ``"module:function"`` (or ``"module:Class.method"``) of each library function
+    that implements it."""
     table = json.loads(REFERENCES_FILE.read_text())
     return {exercise: paths for exercise, paths in table.items() if not exercise.startswith("_")}
 
 
 def resolve(path: str) -> Callable:
-    """The function named by ``"module:function"``."""
+    """The function named by ``"module:function"`` or ``"module:Class.method"``."""
     module_name, name = path.split(":")
-    return getattr(importlib.import_module(module_name), name)
+    found: Any = importlib.import_module(module_name)
+    for part in name.split("."):
+        found = getattr(found, part)
+    return found
 
 
 def _code_of(function: Callable) -> types.CodeType:
