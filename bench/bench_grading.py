@@ -163,7 +163,7 @@ def run_setting(submissions: int, jobs: int, timeout: int, lesson: str | None, t
         scores = sorted((s.student, s.grade_id, s.score) for s in grade.cell_scores(root))
     assert not any(r.rerun for r in again), "an unchanged regrade ran a submission again"
     return {
-        "jobs": jobs, "threads": threads or max(1, (os.cpu_count() or 1) // jobs), "submissions": submissions, "seconds": elapsed,
+        "jobs": jobs, "threads": threads or grade.kernel_threads(jobs), "submissions": submissions, "seconds": elapsed,
         "per_minute": 60 * submissions / elapsed,
         "overhead_mean_s": sum(overheads) / len(overheads), "overhead_max_s": max(overheads),
         "peak_memory_gb": memory.peak / 2**30,

@@ -473,10 +473,10 @@ def grade_all(root: Path, *options: str, jobs: int | None = None, scheduler: str
     """Grade every submission of every assignment under ``root``: changed ones only (all with
     ``force``), ``jobs`` at a time on a local Dask cluster (in this process when 1), or on the
     Dask cluster at ``scheduler``; feedback for each one regraded. Each student kernel uses
-    ``threads`` torch threads (default: this machine's cores / ``jobs``)."""
+    ``threads`` torch threads (default: see :func:`kernel_threads`)."""
     cache = GradingCache(root, force)
     jobs = max(1, jobs or os.cpu_count() or 1)
-    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    threads = threads or kernel_threads(jobs)
     results: list[SubmissionResult] = []
     pending: list[Prepared] = []
     for assignment in submitted_assignments(root):
@@ -507,6 +507,14 @@ def grade_all(root: Path, *options: str, jobs: int | None = None, scheduler: str
         if regraded:
             generate_feedback(root, assignment, regraded)
     return results
+
+
+def kernel_threads(jobs: int) -> int:
+    """Torch threads per student kernel: ``OMP_NUM_THREADS`` where the caller set it (the test
+    suite runs one thread per process), else this machine's cores shared among ``jobs``."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    return max(1, (os.cpu_count() or 1) // jobs)
 
 
 def withdrawn_cells(root: Path, result: SubmissionResult) -> list[str]:
@@ -579,7 +587,7 @@ def _with_one_retry(task_fn: Callable, task: grading_task.GradingTask) -> gradin
 def grade_submission(root: Path, student: str, assignment: str, *options: str) -> SubmissionResult:
     """Grade one submission here, one after another (registration must have been done)."""
     template = state_folder(root) / "templates" / f"{assignment}.db"
-    prepared = prepare(root, student, assignment, template, options, threads=os.cpu_count() or 1)
+    prepared = prepare(root, student, assignment, template, options, threads=kernel_threads(1))
     if prepared.task is None:
         return prepared.result
     result = merge(root, prepared, _with_one_retry(grading_task.run, prepared.task))
