@@ -17,19 +17,13 @@ from torch import nn
 
 from saliencylab.attribution import saliency
 from saliencylab.metrics import deletion_curve, pointing_game, randomization_test
+from test_metrics import small_cnn
 
 quantus = pytest.importorskip("quantus")
 
 SIZE = 6  # 36 pixels: Quantus flips features_in_step values at a time and wants H*W divisible by it
 
 
-def small_cnn(seed: int = 0, classes: int = 4) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(6, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, classes),
-    ).eval()
 
 
 def seeded(*shape: int, seed: int) -> torch.Tensor:
