@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -115,3 +115,22 @@ def _hook_counts(model: nn.Module) -> list[int]:
         len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) + len(m._backward_pre_hooks)
         for m in model.modules()
     ]
+
+
+def non_predicted_targets(model: nn.Module, images: torch.Tensor) -> list[int]:
+    """One class per image that is not its predicted class, different between images where
+    the number of classes allows."""
+    with torch.no_grad():
+        logits = model(images)
+    chosen: list[int] = []
+    for top in logits.argmax(dim=1).tolist():
+        others = [c for c in range(logits.shape[1]) if c != top]
+        unused = [c for c in others if c not in chosen]
+        chosen.append((unused or others or [top])[0])
+    return chosen
+
+
+def as_target_list(target: int | Sequence[int] | torch.Tensor, batch_size: int) -> list[int]:
+    """``target`` (an int, a list or a tensor of classes) as one class per image."""
+    values = torch.as_tensor(target).reshape(-1).tolist()
+    return values * batch_size if len(values) == 1 else values

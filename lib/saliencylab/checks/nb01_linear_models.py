@@ -16,38 +16,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from saliencylab._core import input_gradients
-from saliencylab.checks._common import (
-    CheckFailed,
-    close,
-    diagnose,
-    fail,
-    passed,
-    require_shape,
-    require_tensor,
-    snapshot_side_effects,
-)
+from saliencylab.checks._common import close, diagnose, passed, require_shape
 from saliencylab.checks._integrity import exercise_check
+from saliencylab.checks._running import ScoreFn, run_student_twice, score_gradient
 
 __all__ = ["check_input_gradient", "check_gradient_times_input"]
 
 ExerciseFn = Callable[[nn.Module, torch.Tensor, int], torch.Tensor]
-ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
 NUM_FEATURES = 64
 NUM_CLASSES = 10
 FIXED_TARGET = 3
 
-
-def score_gradient(model: nn.Module, inputs: torch.Tensor, score: ScoreFn) -> torch.Tensor:
-    """Gradient of ``score(model(inputs))`` (a scalar) w.r.t. ``inputs``, same shape as ``inputs``.
-
-    The checks use it to compute what a mistake would give (e.g. ``score`` = a softmax
-    probability instead of a logit) on the same inputs as the student's function.
-    """
-    inputs = inputs.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        (grad,) = torch.autograd.grad(score(model(inputs)), inputs)
-    return grad
 
 
 def reference_gradient(model: nn.Module, image: torch.Tensor, target: int) -> torch.Tensor:
@@ -112,55 +92,6 @@ def gradient_mistakes(model: nn.Module, image: torch.Tensor, target: int) -> dic
         ] = grad(lambda z: z[:, predicted].sum())
     return mistakes
 
-
-def call_student(student_fn: Callable, model: nn.Module, inputs: torch.Tensor, target, case: str):
-    """``student_fn(model, inputs, target)``; an error other than the stub's NotImplementedError
-    becomes a CheckFailed that says on which model it happened."""
-    try:
-        return student_fn(model, inputs, target)
-    except (NotImplementedError, CheckFailed):
-        raise
-    except Exception as error:  # the student's own bug
-        hint = (
-            " Attributes like model.weight exist only for a linear model: use torch.autograd.grad."
-            if isinstance(error, AttributeError)
-            else ""
-        )
-        raise CheckFailed(
-            f"calling it on {case} raised {type(error).__name__}: {error}. It must work for any "
-            f"model that maps a batch of inputs to logits.{hint}"
-        ) from error
-
-
-def run_student_twice(
-    student_fn: Callable, model: nn.Module, inputs: torch.Tensor, target, what: str, case: str
-) -> torch.Tensor:
-    """Call ``student_fn(model, inputs, target)`` twice on the same tensor and return the
-    (detached) second result. Fails on side effects: parameter ``.grad`` touched, hooks left
-    behind, gradients accumulating from one call to the next, the caller's tensor changed or
-    switched to ``requires_grad``."""
-    inputs = inputs.detach().clone()
-    original = inputs.clone()
-    verify_side_effects = snapshot_side_effects(model)
-    # a copy: an accumulating .grad may be updated in place by the second call
-    first = require_tensor(call_student(student_fn, model, inputs, target, case), what).detach().clone()
-    verify_side_effects(what)
-    if not torch.equal(inputs.detach(), original):
-        fail(f"{what} changed the values of the input image: work on a copy of it.")
-    second = require_tensor(call_student(student_fn, model, inputs, target, case), what)
-    if first.shape == second.shape and torch.allclose(second.detach(), 2 * first, rtol=1e-4, atol=1e-7):
-        fail(
-            f"{what} gave twice the first answer when called a second time: with .backward() "
-            "gradients accumulate in image.grad. Use torch.autograd.grad(score, x) on a fresh "
-            "copy x = image.detach().clone().requires_grad_(True)."
-        )
-    if inputs.requires_grad:
-        fail(
-            f"{what} switched on requires_grad of the caller's image. Work on a copy, "
-            "x = image.detach().clone().requires_grad_(True), so the caller's tensor is "
-            "untouched (its .grad would otherwise fill up with every call)."
-        )
-    return second.detach()
 
 
 def _require_input_shape(result: torch.Tensor, image: torch.Tensor, model: nn.Module, what: str) -> None:

@@ -18,9 +18,9 @@ from torch import nn
 
 from saliencylab._core import reduce_channels, select_logits
 from saliencylab.attribution import saliency
-from saliencylab.checks._common import close, diagnose, passed, require_shape
+from saliencylab.checks._common import as_target_list, close, diagnose, non_predicted_targets, passed, require_shape
 from saliencylab.checks._integrity import exercise_check
-from saliencylab.checks.nb01_linear_models import run_student_twice, score_gradient
+from saliencylab.checks._running import run_student_twice, score_gradient
 
 __all__ = ["check_saliency_map"]
 
@@ -57,23 +57,6 @@ def fixed_images(seed: int = 3) -> torch.Tensor:
     """Random images ``[2, 3, 12, 16]`` in ``[0, 1]``."""
     return torch.rand(IMAGE_SHAPE, generator=torch.Generator().manual_seed(seed))
 
-
-def non_predicted_targets(model: nn.Module, images: torch.Tensor) -> list[int]:
-    """One class per image that is not its predicted class, different between images where
-    the number of classes allows."""
-    with torch.no_grad():
-        logits = model(images)
-    chosen: list[int] = []
-    for top in logits.argmax(dim=1).tolist():
-        others = [c for c in range(logits.shape[1]) if c != top]
-        unused = [c for c in others if c not in chosen]
-        chosen.append((unused or others or [top])[0])
-    return chosen
-
-
-def _as_target_list(target: Target, batch_size: int) -> list[int]:
-    values = torch.as_tensor(target).reshape(-1).tolist()
-    return values * batch_size if len(values) == 1 else values
 
 
 def saliency_mistakes(model: nn.Module, images: torch.Tensor, targets: list[int]) -> dict[str, torch.Tensor]:
@@ -171,14 +154,14 @@ def check_saliency_map(
         raise ValueError("give both model= and images= (and optionally target=), or neither")
     model = fixed_cnn() if model is None else model
     images = fixed_images() if images is None else images
-    per_image = non_predicted_targets(model, images) if target is None else _as_target_list(target, len(images))
+    per_image = non_predicted_targets(model, images) if target is None else as_target_list(target, len(images))
     targets: list[Target] = [per_image] if target is not None else [per_image, per_image[0]]
     lines = []
     for case_target in targets:
         case = f"target={case_target!r}"
         got = run_student_twice(student_fn, model, images, case_target, what, f"images {tuple(images.shape)}, {case}")
         _require_map_shape(got, images, what)
-        case_targets = _as_target_list(case_target, len(images))
+        case_targets = as_target_list(case_target, len(images))
         expected = saliency(model, images, case_targets)
         if not close(got, expected, tol):  # the mistakes cost a backward pass each: only on failure
             diagnose(got, expected, saliency_mistakes(model, images, case_targets), f"{what} with {case}", tol)

@@ -29,9 +29,18 @@ from torch import nn
 
 from saliencylab._core import HookSet, select_logits
 from saliencylab.attribution import deconvnet, guided_backprop
-from saliencylab.checks._common import CheckFailed, close, diagnose, fail, passed, require_shape
+from saliencylab.checks._common import (
+    CheckFailed,
+    as_target_list,
+    close,
+    diagnose,
+    fail,
+    non_predicted_targets,
+    passed,
+    require_shape,
+)
 from saliencylab.checks._integrity import exercise_check
-from saliencylab.checks.nb01_linear_models import run_student_twice
+from saliencylab.checks._running import run_student_twice
 
 __all__ = [
     "check_guided_backprop_map",
@@ -90,15 +99,6 @@ def fixed_images(seed: int = 5) -> torch.Tensor:
     """Random images ``[2, 3, 10, 14]`` in ``[0, 1]``."""
     return torch.rand(IMAGE_SHAPE, generator=torch.Generator().manual_seed(seed))
 
-
-def non_predicted_targets(model: nn.Module, images: torch.Tensor) -> list[int]:
-    """One class per image, never the predicted one, and different between images."""
-    with torch.no_grad():
-        predicted = model(images).argmax(dim=1).tolist()
-    chosen: list[int] = []
-    for top in predicted:
-        chosen.append(next(c for c in range(NUM_CLASSES) if c != top and c not in chosen))
-    return chosen
 
 
 # ----------------------------------------------------------------------------- rules engine
@@ -271,10 +271,6 @@ def _require_gradient_shape(result: torch.Tensor, images: torch.Tensor, what: st
     require_shape(result, images.shape, what, hints.get(tuple(result.shape), "Same shape as the images."))
 
 
-def _as_target_list(target: Target, batch_size: int) -> list[int]:
-    values = torch.as_tensor(target).reshape(-1).tolist()
-    return values * batch_size if len(values) == 1 else values
-
 
 def _run_and_compare(
     student_fn: Callable,
@@ -291,7 +287,7 @@ def _run_and_compare(
         raise ValueError("give both model= and images= (and optionally target=), or neither")
     model = relu_test_net(inplace_relu) if model is None else model
     images = fixed_images() if images is None else images
-    targets = non_predicted_targets(model, images) if target is None else _as_target_list(target, len(images))
+    targets = non_predicted_targets(model, images) if target is None else as_target_list(target, len(images))
     target_tensor = torch.tensor(targets, device=images.device)
     case = f"images {tuple(images.shape)}, target={targets}"
     try:

@@ -19,50 +19,12 @@ from torch import nn
 from saliencylab._core import input_gradients
 from saliencylab.checks._common import diagnose, fail, passed, require_shape, require_tensor, snapshot_side_effects
 from saliencylab.checks._integrity import exercise_check
+from saliencylab.checks._fixtures import RecordingModel, tiny_smooth_classifier
 
-__all__ = ["check_smoothgrad_map", "RecordingModel", "tiny_smooth_classifier"]
+__all__ = ["check_smoothgrad_map"]
 
 SmoothGradFn = Callable[..., torch.Tensor]
 
-
-class RecordingModel(nn.Module):
-    """Wraps a classifier and keeps a copy of every batch it sees with gradients on.
-
-    ``batches`` holds the ``[n, 3, H, W]`` inputs of the forward passes that could be
-    differentiated (grad mode on and an input that requires grad): the passes SmoothGrad
-    takes its gradients from. Forward passes under ``no_grad`` are not recorded.
-    """
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.batches: list[torch.Tensor] = []
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and images.requires_grad:
-            self.batches.append(images.detach().clone())
-        return self.inner(images)
-
-
-def tiny_smooth_classifier(seed: int = 0, classes: int = 3) -> nn.Module:
-    """A small CNN (``[N,3,H,W] -> [N,classes]``) with fixed random weights, in eval mode.
-
-    Its parameters require grad so that a function calling ``.backward()`` is caught.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    model = nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(6, 6, 3, padding=1),
-        nn.Tanh(),
-        nn.AdaptiveAvgPool2d(3),
-        nn.Flatten(),
-        nn.Linear(54, classes),
-    )
-    with torch.no_grad():
-        for param in model.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    return model.eval()
 
 
 def _check_image(size: tuple[int, int], seed: int) -> torch.Tensor:

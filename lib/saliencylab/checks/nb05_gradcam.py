@@ -28,6 +28,7 @@ from saliencylab.checks._common import (
     snapshot_side_effects,
 )
 from saliencylab.checks._integrity import exercise_check
+from saliencylab.checks._fixtures import kaiming_init_, smooth_random_images
 
 __all__ = ["check_gradcam_map"]
 
@@ -63,24 +64,6 @@ def fixed_gradcam_model(seed: int = 0) -> tuple[nn.Module, nn.Module]:
         kaiming_init_(model)
     return model.eval(), features
 
-
-def kaiming_init_(model: nn.Module) -> nn.Module:
-    """Re-draw every conv/linear weight with He initialisation and biases ~ N(0, 0.1^2) from
-    the global generator: PyTorch's default init leaves a small random CNN's logits almost
-    constant, so its maps would be close to 0 everywhere."""
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-            nn.init.normal_(module.bias, std=0.1)
-    return model
-
-
-def smooth_random_images(count: int, size: tuple[int, int], seed: int) -> torch.Tensor:
-    """``[count, 3, H, W]`` in ``[0, 1]``: seeded noise at a quarter of the size, upsampled, so
-    the images have blobs (structure a CNN responds to) rather than pixel noise."""
-    coarse_size = (max(size[0] // 4, 1), max(size[1] // 4, 1))
-    coarse = torch.rand(count, 3, *coarse_size, generator=torch.Generator().manual_seed(seed))
-    return F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
 
 
 def fixed_gradcam_images(seed: int = 6) -> torch.Tensor:

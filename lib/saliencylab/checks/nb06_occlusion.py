@@ -24,7 +24,7 @@ from saliencylab._core import batch_slices, select_logits
 from saliencylab.attribution.occlusion import occlusion
 from saliencylab.checks._common import close, diagnose, fail, passed, require_shape, require_tensor
 from saliencylab.checks._integrity import exercise_check
-from saliencylab.checks.nb05_gradcam import kaiming_init_, smooth_random_images
+from saliencylab.checks._fixtures import ForwardCall, ForwardRecorder, fixed_occlusion_model, smooth_random_images
 
 __all__ = ["check_occlusion_map"]
 
@@ -36,47 +36,6 @@ FIXED_TARGET = 3
 _MISTAKE_BATCH_SIZE = 8  # occluded copies per forward pass when recomputing the mistakes
 
 
-@dataclass
-class ForwardCall:
-    """One forward pass seen by :class:`ForwardRecorder`."""
-
-    batch_size: int
-    grad_enabled: bool
-    output_requires_grad: bool
-
-
-class ForwardRecorder(nn.Module):
-    """Wraps a model and records every forward pass (batch size, autograd on or off)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.calls: list[ForwardCall] = []
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.model(images)
-        call = ForwardCall(images.shape[0], torch.is_grad_enabled(), logits.requires_grad)
-        self.calls.append(call)
-        return logits
-
-
-def fixed_occlusion_model(seed: int = 7) -> nn.Module:
-    """A small CNN ``[N, 3, H, W] -> [N, 5]`` with trainable weights (so a forward pass with
-    autograd on returns logits that require grad) and a 3x3 pooling grid before its linear
-    layer, so where a window sits changes the score differently across the image."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)  # nn.Conv2d / nn.Linear initialise from the global generator
-        model = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(8, 8, 3, stride=2, padding=1),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(3),
-            nn.Flatten(),
-            nn.Linear(72, NUM_CLASSES),
-        )
-        kaiming_init_(model)
-    return model.eval()
 
 
 def fixed_occlusion_image(seed: int = 8) -> torch.Tensor:

@@ -25,6 +25,8 @@ from saliencylab.checks._common import (
     snapshot_side_effects,
 )
 from saliencylab.checks._integrity import exercise_check
+from saliencylab.checks._fixtures import image_with_extremes, tiny_cnn
+from saliencylab.checks._running import gradient_of, require_detached, require_untouched_input
 
 __all__ = ["check_fooling_step", "check_make_fooling_image"]
 
@@ -60,41 +62,9 @@ def _normalised_ascent(image: torch.Tensor, grad: torch.Tensor, step_size: float
     return image.detach() + step_size * grad / norms
 
 
-def gradient_of(model: nn.Module, image: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    inputs = image.detach().requires_grad_(True)
-    with torch.enable_grad():
-        (grad,) = torch.autograd.grad(objective(model(inputs)), inputs)
-    return grad
-
 
 # ------------------------------------------------------------------ fixed inputs of the checks
 
-
-def _seeded_model(build: Callable[[], nn.Module], seed: int) -> nn.Module:
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = build()
-    return model.eval()
-
-
-def tiny_cnn() -> nn.Module:
-    """A 5-class CNN on ``[N, 3, 6, 6]``; its parameters require grad, so a stray
-    ``.backward()`` shows up on their ``.grad``."""
-    return _seeded_model(
-        lambda: nn.Sequential(
-            nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5)
-        ),
-        seed=7,
-    )
-
-
-def image_with_extremes() -> torch.Tensor:
-    """``[1, 3, 6, 6]`` in ``[0, 1]`` with some pixels exactly at 0 and 1 (so clamping matters)."""
-    generator = torch.Generator().manual_seed(3)
-    image = torch.rand(1, 3, 6, 6, generator=generator)
-    image[0, :, 0, :] = 1.0
-    image[0, :, -1, :] = 0.0
-    return image
 
 
 def _path_model() -> nn.Module:
@@ -141,29 +111,6 @@ def check_fooling_step(
     diagnose(got, expected, _step_mistakes(model, original, target, step_size), what)
     _print_step_summary(model, original, got, expected, target, step_size)
 
-
-def require_untouched_input(image: torch.Tensor, original: torch.Tensor, what: str) -> None:
-    if image.requires_grad:
-        fail(
-            f"{what} switched on requires_grad of the caller's image in place. Work on a copy: "
-            "`x = image.detach().clone().requires_grad_(True)`."
-        )
-    if not torch.equal(image, original):
-        fail(
-            f"{what} modified the input image in place (e.g. `image += ...`, `image.data.add_` or "
-            "`image.clamp_`). Build a new tensor and return it: the caller's image must stay as "
-            "it was (e.g. to compare the fooled image with the original)."
-        )
-
-
-def require_detached(result: torch.Tensor, what: str) -> None:
-    """Fail when a step returns an image that still carries an autograd graph."""
-    if result.requires_grad:
-        fail(
-            f"{what} returned an image that is still attached to the autograd graph "
-            "(requires_grad=True). Return a plain tensor (e.g. `.detach()`): otherwise every "
-            "step chains onto the previous step's graph, and memory and time grow with each step."
-        )
 
 
 def _step_mistakes(model: nn.Module, image: torch.Tensor, target: int, step_size: float) -> dict[str, torch.Tensor]:

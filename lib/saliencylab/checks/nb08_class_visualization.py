@@ -17,13 +17,8 @@ from torch import nn
 from saliencylab.attribution.class_visualization import GREY, class_visualization
 from saliencylab.checks._common import diagnose, passed, require_shape, require_tensor, snapshot_side_effects
 from saliencylab.checks._integrity import exercise_check
-from saliencylab.checks.nb07_fooling_images import (
-    gradient_of,
-    image_with_extremes,
-    require_detached,
-    require_untouched_input,
-    tiny_cnn,
-)
+from saliencylab.checks._fixtures import image_with_extremes, tiny_cnn
+from saliencylab.checks._running import gradient_of, require_detached, require_untouched_input
 
 __all__ = ["check_class_visualization_step"]
 

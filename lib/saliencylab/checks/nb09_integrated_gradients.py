@@ -34,7 +34,7 @@ from saliencylab.checks._common import (
     snapshot_side_effects,
 )
 from saliencylab.checks._integrity import exercise_check
-from saliencylab.checks.nb04_smoothgrad import RecordingModel, tiny_smooth_classifier
+from saliencylab.checks._fixtures import RecordingModel, tiny_smooth_classifier
 
 __all__ = ["check_completeness_error", "check_integrated_gradients_map", "fixed_ig_inputs"]
 

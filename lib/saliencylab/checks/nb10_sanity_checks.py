@@ -29,8 +29,13 @@ from torch import nn
 from saliencylab.attribution import saliency
 from saliencylab.checks._common import close, diagnose, fail, passed, require_shape, require_tensor
 from saliencylab.checks._integrity import exercise_check
-from saliencylab.checks.nb05_gradcam import kaiming_init_, smooth_random_images
-from saliencylab.checks.nb06_occlusion import ForwardCall, ForwardRecorder, fixed_occlusion_model
+from saliencylab.checks._fixtures import (
+    ForwardCall,
+    ForwardRecorder,
+    fixed_occlusion_model,
+    kaiming_init_,
+    smooth_random_images,
+)
 from saliencylab.metrics import auc, deletion_curve
 
 __all__ = [
