@@ -122,6 +122,28 @@ def test_a_patch_made_inside_the_student_function_is_named():
         torch.Tensor.allclose = original
 
 
+def test_changing_a_library_setting_is_not_tampering(capsys):
+    core = sys.modules["saliencylab._core"]
+    original = core.MAX_AUTO_BATCH_SIZE
+    core.MAX_AUTO_BATCH_SIZE = 8  # a student saving memory on a laptop
+    try:
+        check_saliency_map(honest_saliency_map)
+    finally:
+        core.MAX_AUTO_BATCH_SIZE = original
+    assert "✓ saliency_map passed" in capsys.readouterr().out
+
+
+def test_changing_a_check_s_tolerance_is_named():
+    module = sys.modules["saliencylab.checks.nb02_saliency"]
+    original = module.WEIGHT_SCALE
+    module_dict(module)["WEIGHT_SCALE"] = 0.0
+    try:
+        with pytest.raises(TamperingError, match="WEIGHT_SCALE was replaced"):
+            check_saliency_map(honest_saliency_map)
+    finally:
+        module_dict(module)["WEIGHT_SCALE"] = original
+
+
 def test_swapping_a_function_s_code_is_named():
     common = sys.modules["saliencylab.checks._common"]
     original = common.relative_error.__code__

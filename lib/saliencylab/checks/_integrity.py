@@ -3,9 +3,9 @@
 Two layers (the grader adds a static audit of the submission and a sandbox around it):
 
 - **What the checks rely on is verified.** When ``saliencylab.checks`` is imported,
-  :func:`capture` records the comparison functions of torch, numpy and math, the builtins, and
-  every global of saliencylab's modules (functions with their code, the modules and constants
-  they use). Before and after each check,
+  :func:`capture` records the comparison functions of torch, numpy and math, the builtins,
+  every global of the checks' modules (functions with their code, the modules and constants
+  they use) and every function, class and module the rest of saliencylab defines or imports. Before and after each check,
   :func:`verify_untouched` compares them with what is there now; a replaced ``torch.allclose``,
   a patched ``check_*`` helper or a function given another ``__code__`` raises
   :class:`TamperingError` naming it.
@@ -84,9 +84,14 @@ def capture() -> None:
             _record(owner, label, name)
     for module_name, module in sorted(sys.modules.items()):
         if module_name == "saliencylab" or module_name.startswith("saliencylab."):
-            for name in list(vars(module)):
-                if not (name.startswith("__") and name.endswith("__")):  # every global: functions,
-                    _record(module, module_name, name)  # the modules and constants they use
+            in_checks = module_name.startswith("saliencylab.checks")
+            for name, value in list(vars(module).items()):
+                if name.startswith("__") and name.endswith("__"):
+                    continue
+                # the checks' every global (their tolerances too); elsewhere the code only:
+                # settings such as _core.MAX_AUTO_BATCH_SIZE are a user's to change
+                if in_checks or callable(value) or inspect.ismodule(value):
+                    _record(module, module_name, name)
     for exercise, dotted in load_reference_table().items():
         _reference_codes[exercise] = {_code_of(resolve(path)): path.split(":")[1] for path in dotted}
 
