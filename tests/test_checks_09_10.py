@@ -208,7 +208,7 @@ def test_method_recorder_sees_which_groups_are_random():
     recorder(copy_, image, target=torch.tensor([2]))
     copy_.fc.reset_parameters()
     recorder(copy_, image[0])
-    assert [call.randomised for call in recorder.calls] == [(), (1,), (0, 1)]
+    assert [call.randomized for call in recorder.calls] == [(), (1,), (0, 1)]
     assert [call.target for call in recorder.calls] == [2, 2, None]
     assert all(call.saliency_map.shape == (12, 16) for call in recorder.calls)
     assert not any(call.others_changed for call in recorder.calls)

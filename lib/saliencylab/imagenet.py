@@ -36,7 +36,7 @@ def imagenet_class_names() -> tuple[str, ...]:
     return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def _normalise(name: str) -> str:
+def _normalize(name: str) -> str:
     """Case-, ``_``/``-``- and spacing-insensitive form of a class name."""
     return " ".join(re.sub(r"[_\-]", " ", name).casefold().split())
 
@@ -56,7 +56,7 @@ class ImageNetIndex:
 
     def __init__(self, names: Sequence[str] | None = None) -> None:
         self._names = tuple(names) if names is not None else imagenet_class_names()
-        self._keys = tuple(_normalise(name) for name in self._names)
+        self._keys = tuple(_normalize(name) for name in self._names)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -85,7 +85,7 @@ class ImageNetIndex:
         verbatim = [index for index, candidate in enumerate(self._names) if candidate == name]
         if len(verbatim) == 1:  # 'Cardigan' (the corgi) and 'cardigan' differ only in case
             return verbatim[0]
-        key = _normalise(name)
+        key = _normalize(name)
         exact = [index for index, candidate in enumerate(self._keys) if candidate == key]
         matches = exact or [index for index, _ in self.search(name)]
         if len(matches) == 1:
@@ -101,7 +101,7 @@ class ImageNetIndex:
 
     def search(self, text: str) -> list[tuple[int, str]]:
         """Every ``(index, name)`` whose name contains ``text`` (case-insensitive)."""
-        key = _normalise(text)
+        key = _normalize(text)
         return [(i, self._names[i]) for i, candidate in enumerate(self._keys) if key in candidate]
 
     def name(self, index: int) -> str:

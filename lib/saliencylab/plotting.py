@@ -93,9 +93,9 @@ def overlay(
     picture = to_display_image(image)
     height, width = picture.shape[:2]
     values = normalize_map(_resize_map(to_display_map(heatmap), (height, width)))
-    colours = colormaps[cmap](values)[..., :3]
+    colors = colormaps[cmap](values)[..., :3]
     ax = ax if ax is not None else plt.subplots()[1]
-    ax.imshow((1 - alpha) * picture + alpha * colours)
+    ax.imshow((1 - alpha) * picture + alpha * colors)
     _tidy(ax, title)
     return ax
 

@@ -70,7 +70,7 @@ def _ascend_until_fooled(
             if step == max_steps:
                 break
             (grad,) = torch.autograd.grad(logits[target], current)
-        current = _normalised_step(current.detach(), grad, step_size)
+        current = _normalized_step(current.detach(), grad, step_size)
     warnings.warn(
         f"fooling_image did not reach class {target} within max_steps={max_steps} "
         f"(best target-logit margin {best_margin:.3g}); returning the closest image. "
@@ -87,7 +87,7 @@ def _target_margin(logits: torch.Tensor, target: int) -> float:
     return (logits[target] - others.max()).item()
 
 
-def _normalised_step(image: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:
+def _normalized_step(image: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:
     norm = grad.norm()
     if norm == 0:
         raise SaliencyLabError(

@@ -36,7 +36,7 @@ StepFn = Callable[[nn.Module, torch.Tensor, int, float], torch.Tensor]
 def reference_fooling_step(model: nn.Module, image: torch.Tensor, target: int, step_size: float) -> torch.Tensor:
     """``image [1, 3, H, W]`` -> ``clamp(image + step_size * g / ||g||, 0, 1)``, g = d logit_target / d image."""
     targets = torch.full((image.shape[0],), int(target), dtype=torch.long, device=image.device)
-    return _normalised_ascent(image, input_gradients(model, image, targets), step_size).clamp(0, 1)
+    return _normalized_ascent(image, input_gradients(model, image, targets), step_size).clamp(0, 1)
 
 
 def predicted_class(model: nn.Module, image: torch.Tensor) -> int:
@@ -57,7 +57,7 @@ def reference_fooling_loop(
     return fooled, max_steps
 
 
-def _normalised_ascent(image: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:
+def _normalized_ascent(image: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:
     norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
     return image.detach() + step_size * grad / norms
 
@@ -123,23 +123,23 @@ def _step_mistakes(model: nn.Module, image: torch.Tensor, target: int, step_size
     predicted_grad = gradient_of(model, image, lambda logits: logits[:, predicted].sum())
     return {
         "it moves *down* the gradient (image - step), which lowers the target's score. Fooling is "
-        "gradient *ascent*: image + step_size * g / ||g||.": _normalised_ascent(image, -logit_grad, step_size).clamp(0, 1),
+        "gradient *ascent*: image + step_size * g / ||g||.": _normalized_ascent(image, -logit_grad, step_size).clamp(0, 1),
         "the step is step_size * g, not normalised. Divide the gradient by its L2 norm "
         "(g / g.norm()) so that every step has length step_size, whatever the scale of the logits.": (
             image + step_size * logit_grad
         ).clamp(0, 1),
         "some pixels leave [0, 1]: clamp the new image with .clamp(0, 1) so it stays a valid "
-        "image.": _normalised_ascent(image, logit_grad, step_size),
+        "image.": _normalized_ascent(image, logit_grad, step_size),
         "it follows the gradient of the softmax probability (or log-probability) of the target. "
         "Use the raw logit model(x)[0, target]: the softmax couples all classes (part of the step "
         "goes into pushing the others down) and the probability's gradient vanishes once the "
-        "model is confident.": _normalised_ascent(image, prob_grad, step_size).clamp(0, 1),
+        "model is confident.": _normalized_ascent(image, prob_grad, step_size).clamp(0, 1),
         "it *increases* the cross-entropy loss of the target, which pushes the image away from the "
-        "target class. Ascend on the target logit (or descend on the loss).": _normalised_ascent(
+        "target class. Ascend on the target logit (or descend on the loss).": _normalized_ascent(
             image, loss_grad, step_size
         ).clamp(0, 1),
         f"it follows the gradient of the predicted class ({predicted}), not of the target "
-        f"({target}). Use model(x)[0, target].": _normalised_ascent(image, predicted_grad, step_size).clamp(0, 1),
+        f"({target}). Use model(x)[0, target].": _normalized_ascent(image, predicted_grad, step_size).clamp(0, 1),
     }
 
 

@@ -89,7 +89,7 @@ class MethodCall:
 
     target: int | None
     prediction: int
-    randomised: tuple[int, ...]
+    randomized: tuple[int, ...]
     others_changed: bool
     saliency_map: torch.Tensor
 
@@ -120,13 +120,13 @@ class MethodRecorder:
             prediction = int(model(batch.detach())[0].argmax())
         state = model.state_dict()
         changed = {key for key, value in state.items() if not torch.equal(value, self.reference[key])}
-        randomised = tuple(i for i, group in enumerate(self.groups) if any(_in_group(key, group) for key in changed))
+        randomized = tuple(i for i, group in enumerate(self.groups) if any(_in_group(key, group) for key in changed))
         others = any(not any(_in_group(key, group) for group in self.groups) for key in changed)
         result = self.method(model, images, target=target, **options)
         self.calls.append(MethodCall(
             target=_as_class(target),
             prediction=prediction,
-            randomised=randomised,
+            randomized=randomized,
             others_changed=others,
             saliency_map=result.detach().reshape(batch.shape[-2:]).clone(),
         ))
@@ -208,7 +208,7 @@ def _check_targets(calls: list[MethodCall], expected: int, what: str) -> None:
 
 
 def _check_cascade(calls: list[MethodCall], steps: int, what: str) -> None:
-    seen = [set(call.randomised) for call in calls]
+    seen = [set(call.randomized) for call in calls]
     expected = [set(range(k)) for k in range(steps + 1)]
     if seen == expected:
         if any(call.others_changed for call in calls):
@@ -307,7 +307,7 @@ def check_cascading_randomization(
     passed(
         "check_cascading_randomization",
         f"{len(groups) + 1} maps {tuple(result.shape[1:])}, target kept at class {expected_target} at "
-        f"every step, groups randomised {[list(call.randomised) for call in recorder.calls]}, "
+        f"every step, groups randomised {[list(call.randomized) for call in recorder.calls]}, "
         "the model you passed left unchanged",
     )
 

@@ -8,11 +8,11 @@ lives in its own module:
   add) pixels in order of decreasing attribution and watch the class score. A faithful map
   makes the score fall fast when deleting (low AUC) and rise fast when inserting (high AUC);
   compare against a random map of similar smoothness (see :func:`deletion_curve`).
-* :mod:`~saliencylab.metrics.localisation`: ``pointing_game`` (Zhang et al. 2016): does the
+* :mod:`~saliencylab.metrics.localization`: ``pointing_game`` (Zhang et al. 2016): does the
   map's maximum fall on the object?
 * :mod:`~saliencylab.metrics.rank`: ``rank_correlation``, the Spearman correlation between two
   maps, per image (and the Spearman / SSIM statistics the randomisation test compares with).
-* :mod:`~saliencylab.metrics.randomisation`: ``randomization_test`` and its
+* :mod:`~saliencylab.metrics.randomization`: ``randomization_test`` and its
   ``RandomizationResult`` (Adebayo et al. 2018): re-initialise the model from the logits down;
   a map that explains the *model* must change, a map that only shows edges of the image will
   not.
@@ -26,7 +26,7 @@ except on a randomised model inside ``randomization_test``, which reports NaN wi
 """
 
 from saliencylab.metrics.layer_groups import randomization_groups
-from saliencylab.metrics.localisation import Boxes, pointing_game  # noqa: F401
+from saliencylab.metrics.localization import Boxes, pointing_game  # noqa: F401
 from saliencylab.metrics.perturbation import (  # noqa: F401
     BLUR_KERNEL_SIZE,
     BLUR_SIGMA,
@@ -37,7 +37,7 @@ from saliencylab.metrics.perturbation import (  # noqa: F401
     insertion_auc,
     insertion_curve,
 )
-from saliencylab.metrics.randomisation import RandomizationResult, randomization_test
+from saliencylab.metrics.randomization import RandomizationResult, randomization_test
 from saliencylab.metrics.rank import rank_correlation
 
 __all__ = [

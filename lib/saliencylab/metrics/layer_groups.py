@@ -84,11 +84,11 @@ def group_label(names: tuple[str, ...]) -> str:
 def _network_body(model: nn.Module) -> tuple[str, nn.Module]:
     name, module = "", model
     while True:
-        children = _parameterised_children(module)
+        children = _parameterized_children(module)
         if (
             len(children) != 1
             or any(True for _ in module.parameters(recurse=False))
-            or not _parameterised_children(children[0][1])  # a single layer: keep its parent
+            or not _parameterized_children(children[0][1])  # a single layer: keep its parent
         ):
             return name, module
         child_name, module = children[0]
@@ -102,7 +102,7 @@ def _sibling_runs(prefix: str, parent: nn.Module) -> list[list[Layer]]:
     other module (a conv, a residual block) is one layer.
     """
     runs: list[list[Layer]] = [[]]
-    for child_name, child in _parameterised_children(parent):
+    for child_name, child in _parameterized_children(parent):
         name = _join(prefix, child_name)
         if isinstance(child, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
             runs.extend(_sibling_runs(name, child))
@@ -127,7 +127,7 @@ def _output_width(module: nn.Module) -> int:
     return last.shape[0] if last.dim() else 1
 
 
-def _parameterised_children(module: nn.Module) -> list[Layer]:
+def _parameterized_children(module: nn.Module) -> list[Layer]:
     return [(n, c) for n, c in module.named_children() if any(True for _ in c.parameters())]
 
 

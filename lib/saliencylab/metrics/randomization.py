@@ -145,22 +145,22 @@ def randomization_test(
     groups = resolve_groups(model, layers)
     with eval_mode(model, batch):
         targets = resolve_targets(model, batch, target)
-    randomised, options = _private_copy(model, method_options)
+    randomized, options = _private_copy(model, method_options)
 
     def attribute() -> torch.Tensor:
         """The method's maps ``[B, ...]`` on the model as randomised so far."""
         torch.manual_seed(seed)  # the method sees the same random numbers at every step
-        return _checked_map(method(randomised, batch, target=targets, **options), batch)
+        return _checked_map(method(randomized, batch, target=targets, **options), batch)
 
     with torch.random.fork_rng(devices=_cuda_devices(model, batch)):
         maps = [_original_map(attribute())]
-        pristine = None if cascading else copy.deepcopy(randomised.state_dict())
+        pristine = None if cascading else copy.deepcopy(randomized.state_dict())
         for group, step_seed in zip(groups, _step_seeds(seed, len(groups))):
             if pristine is not None:
-                randomised.load_state_dict(pristine)
+                randomized.load_state_dict(pristine)
             torch.manual_seed(step_seed)
             for name in group:
-                _reinitialise(randomised.get_submodule(name))
+                _reinitialize(randomized.get_submodule(name))
             maps.append(attribute())
 
     stacked = torch.stack(maps)
@@ -271,7 +271,7 @@ def _checked_map(maps: object, images: torch.Tensor) -> torch.Tensor:
     return maps.detach().float()
 
 
-def _reinitialise(module: nn.Module) -> None:
+def _reinitialize(module: nn.Module) -> None:
     """Re-draw every parameter of ``module``: ``reset_parameters()`` where a layer has one."""
     for layer in module.modules():
         own = list(layer.parameters(recurse=False))
