@@ -109,23 +109,24 @@ class SubmissionResult:
     detail: str = ""
     seconds: float = 0.0  # the worker's time for this submission (0 when it was not run)
     rerun: bool = True  # False when an unchanged submission kept its previous result
+    withdrawn: tuple[str, ...] = ()  # autograded cells zeroed for tampering
 
     @property
     def graded(self) -> bool:
         return self.status in ("graded", "tampering")
 
 
-def notebook_problem(files: dict[str, bytes], name: str, folder: Path) -> tuple[str, str] | None:
-    """Why the submission (its folder's ``files``) cannot be graded, or None when it can."""
+def read_submission(files: dict[str, bytes], name: str, folder: Path) -> nbformat.NotebookNode | tuple[str, str]:
+    """The submitted notebook ``name`` from its folder's ``files``, or (status, why) when it
+    cannot be graded."""
     if name not in files:
         others = sorted(n for n in files if n.endswith(".ipynb"))
         found = f"; found {others}: rename it to {name}" if others else ""
         return "missing notebook", f"no {name} in {folder}{found}"
     try:
-        nbformat.reads(files[name].decode("utf-8"), as_version=4)
+        return nbformat.reads(files[name].decode("utf-8"), as_version=4)
     except Exception as error:  # nbformat raises several kinds for broken files
         return "invalid notebook", f"{name} is not a valid notebook ({type(error).__name__}: {str(error)[:200]})"
-    return None
 
 
 def restore_deleted_test_cells(notebook: nbformat.NotebookNode, source: nbformat.NotebookNode) -> list[str]:
@@ -306,6 +307,7 @@ def checks_fingerprint() -> str:
 
 
 def fingerprint(*parts: bytes | str | dict[str, bytes]) -> str:
+    """A content hash of ``parts`` (bytes, text, or files by relative path)."""
     digest = hashlib.sha256()
     for part in parts:
         if isinstance(part, dict):
@@ -315,6 +317,29 @@ def fingerprint(*parts: bytes | str | dict[str, bytes]) -> str:
             digest.update(part.encode() if isinstance(part, str) else part)
         digest.update(b"\1")
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class AssignmentSource:
+    """What every submission of one assignment is graded against, read once per run: the
+    source notebook, its other files, the template gradebook, the course's nbgrader config,
+    and the part of each submission's content key they decide."""
+
+    name: str
+    notebook: nbformat.NotebookNode
+    source_files: dict[str, bytes]
+    gradebook: bytes
+    config: str
+    key: str
+
+
+def load_assignment(root: Path, assignment: str, template: Path, options: tuple[str, ...] = ()) -> AssignmentSource:
+    source_path = root / "solutions" / assignment / SUBMISSION_NOTEBOOK.format(assignment=assignment)
+    extra = source_files(root, assignment)
+    key = fingerprint(source_path.read_bytes(), extra, checks_fingerprint(), " ".join(options),
+                      str(SANDBOX_OFF_REASON))
+    return AssignmentSource(assignment, nbformat.read(str(source_path), as_version=4), extra,
+                            template.read_bytes(), (root / "nbgrader_config.py").read_text(), key)
 
 
 @dataclass
@@ -332,31 +357,24 @@ class Prepared:
     timestamp: str | None = None
 
 
-def prepare(root: Path, student: str, assignment: str, template: Path, options: tuple[str, ...],
-            threads: int) -> Prepared:
+def prepare(root: Path, student: str, source: AssignmentSource, options: tuple[str, ...], threads: int) -> Prepared:
     """Read, repair (deleted test cells restored, in memory) and audit one submission."""
+    assignment = source.name
     folder = root / "submitted" / student / assignment
     name = SUBMISSION_NOTEBOOK.format(assignment=assignment)
     files = submission_files(folder)
-    source_path = root / "solutions" / assignment / name
-    extra = source_files(root, assignment)
-    key = fingerprint(files, source_path.read_bytes(), extra, checks_fingerprint(), " ".join(options),
-                      str(SANDBOX_OFF_REASON))
-    prepared = Prepared(student, assignment, key)
-    problem = notebook_problem(files, name, folder)
-    if problem:
-        prepared.result = SubmissionResult(student, assignment, *problem)
+    prepared = Prepared(student, assignment, fingerprint(files, source.key))
+    notebook = read_submission(files, name, folder)
+    if isinstance(notebook, tuple):
+        prepared.result = SubmissionResult(student, assignment, *notebook)
         return prepared
-    notebook = nbformat.reads(files[name].decode("utf-8", errors="replace"), as_version=4)
-    source = nbformat.read(str(source_path), as_version=4)
-    prepared.restored = restore_deleted_test_cells(notebook, source)
-    prepared.findings = audit.audit_notebook(notebook, source)
+    prepared.restored = restore_deleted_test_cells(notebook, source.notebook)
+    prepared.findings = audit.audit_notebook(notebook, source.notebook)
     files[name] = nbformat.writes(notebook).encode()
     prepared.timestamp = files.get("timestamp.txt", b"").decode(errors="replace").strip() or None
     prepared.task = grading_task.GradingTask(
-        student=student, assignment=assignment, files=files, source_files=extra,
-        gradebook=template.read_bytes(), config=(root / "nbgrader_config.py").read_text(),
-        options=options, threads=threads,
+        student=student, assignment=assignment, files=files, source_files=source.source_files,
+        gradebook=source.gradebook, config=source.config, options=options, threads=threads,
     )
     return prepared
 
@@ -384,7 +402,7 @@ def merge(root: Path, prepared: Prepared, outcome: grading_task.TaskOutcome | Ba
         return SubmissionResult(student, assignment, "graded", "; ".join(notes), outcome.seconds)
     zeroed = withdraw_automatic_points(root, student, assignment, findings)
     notes.append("; ".join(f"{f.cell}: {f.reason}" for f in findings) + f" -> 0 points on {zeroed}")
-    return SubmissionResult(student, assignment, "tampering", "; ".join(notes), outcome.seconds)
+    return SubmissionResult(student, assignment, "tampering", "; ".join(notes), outcome.seconds, withdrawn=tuple(zeroed))
 
 
 def save_scores(root: Path, prepared: Prepared, executed: nbformat.NotebookNode,
@@ -431,10 +449,10 @@ class GradingCache:
     def previous(self, prepared: Prepared) -> dict:
         return self.data["submissions"].get(f"{prepared.assignment}/{prepared.student}", {})
 
-    def store(self, prepared: Prepared, result: SubmissionResult, withdrawn: list[str]) -> None:
+    def store(self, prepared: Prepared, result: SubmissionResult) -> None:
         self.data["submissions"][f"{prepared.assignment}/{prepared.student}"] = {
             "key": prepared.key, "status": result.status, "detail": result.detail,
-            "seconds": result.seconds, "withdrawn": withdrawn}
+            "seconds": result.seconds, "withdrawn": list(result.withdrawn)}
         self.save()
 
     def save(self) -> None:
@@ -480,16 +498,16 @@ def grade_all(root: Path, *options: str, jobs: int | None = None, scheduler: str
     results: list[SubmissionResult] = []
     pending: list[Prepared] = []
     for assignment in submitted_assignments(root):
-        template = ensure_registered(root, assignment, cache)
+        source = load_assignment(root, assignment, ensure_registered(root, assignment, cache), options)
         for student in students(root, assignment):
-            prepared = prepare(root, student, assignment, template, options, threads)
+            prepared = prepare(root, student, source, options, threads)
             previous = cache.previous(prepared)
             kept = unchanged_result(root, prepared, previous)
             if kept is not None:
                 results.append(kept)
             elif prepared.task is None:
                 results.append(prepared.result)
-                cache.store(prepared, prepared.result, [])
+                cache.store(prepared, prepared.result)
             else:
                 pending.append(prepared)
 
@@ -497,8 +515,7 @@ def grade_all(root: Path, *options: str, jobs: int | None = None, scheduler: str
         prepared = pending[index]
         withdrawn_before = cache.previous(prepared).get("withdrawn", [])
         result = merge(root, prepared, outcome, withdrawn_before)
-        withdrawn = withdrawn_cells(root, result) if result.status == "tampering" else []
-        cache.store(prepared, result, withdrawn)
+        cache.store(prepared, result)
         results.append(result)
 
     run_tasks([p.task for p in pending], jobs, scheduler, finished, progress)
@@ -515,12 +532,6 @@ def kernel_threads(jobs: int) -> int:
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
     return max(1, (os.cpu_count() or 1) // jobs)
-
-
-def withdrawn_cells(root: Path, result: SubmissionResult) -> list[str]:
-    """The cells this grader zeroed for tampering (listed in the result's detail)."""
-    match = re.search(r"-> 0 points on \[(.*?)\]", result.detail)
-    return re.findall(r"'([^']+)'", match.group(1)) if match else []
 
 
 def run_tasks(tasks: list[grading_task.GradingTask], jobs: int, scheduler: str | None,
@@ -587,7 +598,8 @@ def _with_one_retry(task_fn: Callable, task: grading_task.GradingTask) -> gradin
 def grade_submission(root: Path, student: str, assignment: str, *options: str) -> SubmissionResult:
     """Grade one submission here, one after another (registration must have been done)."""
     template = state_folder(root) / "templates" / f"{assignment}.db"
-    prepared = prepare(root, student, assignment, template, options, threads=kernel_threads(1))
+    prepared = prepare(root, student, load_assignment(root, assignment, template, options), options,
+                       threads=kernel_threads(1))
     if prepared.task is None:
         return prepared.result
     result = merge(root, prepared, _with_one_retry(grading_task.run, prepared.task))
