@@ -94,6 +94,8 @@ def test_a_dask_cluster_gives_the_results_of_grading_one_by_one(graded_both_ways
     one_by_one, sequential, on_dask, parallel = graded_both_ways
     expected, got = outcome(one_by_one, sequential), outcome(on_dask, parallel)
     assert got == expected
+    # the task modules went to the workers only: this process (the scheduler's) keeps its own
+    assert Path(grade.sandbox.__file__).parent == ROOT / "tools"
     assert expected["ada"][0] == "graded" and expected["dee"][0] == "tampering"
     assert expected["bob"][1]["double_test"] == (0.0, False) and expected["ada"][1]["double_test"] == (2.0, False)
     assert all(text is not None and "double(3)" not in text for _, _, text in got.values())

@@ -557,6 +557,7 @@ def run_tasks(tasks: list[grading_task.GradingTask], jobs: int, scheduler: str |
 
     import dask
     from dask.distributed import Client, LocalCluster, as_completed
+    from distributed.diagnostics.plugin import UploadFile
 
     # workers that may start processes: each submission's nbgrader is forked from a server that
     # has imported it once (a daemon worker falls back to starting a fresh interpreter each time)
@@ -568,7 +569,9 @@ def run_tasks(tasks: list[grading_task.GradingTask], jobs: int, scheduler: str |
             with Client(scheduler or cluster) as client:
                 if scheduler:  # a local cluster's workers import them from this process's sys.path
                     for module in (sandbox, grading_task):
-                        client.upload_file(module.__file__, load=True)
+                        # to the workers only: Client.upload_file also loads them into the
+                        # scheduler, which may be this very process, from a folder deleted later
+                        client.register_plugin(UploadFile(module.__file__, load=True), name=f"upload-{module.__name__}")
                 futures = {client.submit(task_fn, task, pure=False, retries=1,
                                          key=f"grade-{task.assignment}-{task.student}-{index}-{time.time_ns()}"): index
                            for index, task in enumerate(tasks)}
