@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from saliencylab import SaliencyLabError, digits
-from saliencylab.imagenet import AmbiguousNameError, ImageNetIndex, predict
+from saliencylab.imagenet import AmbiguousNameError, ImageNetIndex, predict, top_class
 from saliencylab.images import UnknownNameError
 
 
@@ -154,3 +154,18 @@ def test_predict_warns_about_values_outside_0_1(digits_cnn):
 def test_predict_refuses_integer_images(digits_cnn):
     with pytest.raises(SaliencyLabError, match="float"):
         predict(digits_cnn, torch.zeros(3, 32, 32, dtype=torch.uint8))
+
+
+def test_top_class_is_predicts_first_pair_for_one_image_in_either_shape(digits_cnn):
+    images, labels = digits.load_digits_images("test")
+    expected = predict(digits_cnn, images[0], top=1)[0]
+    assert top_class(digits_cnn, images[0]) == expected
+    assert top_class(digits_cnn, images[:1]) == expected
+    assert expected[0] == str(labels[0].item())
+    assert top_class(digits_cnn, images[0], labels=[f"d{i}" for i in range(10)])[0] == f"d{labels[0].item()}"
+
+
+def test_top_class_of_a_batch_points_to_predict(digits_cnn):
+    images, _ = digits.load_digits_images("test")
+    with pytest.raises(SaliencyLabError, match=r"one image, got a batch of 2.*predict\(model, images, top=1\)"):
+        top_class(digits_cnn, images[:2])

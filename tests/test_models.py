@@ -23,6 +23,7 @@ from saliencylab.models import (
     Normalize,
     default_layer,
     load_model,
+    target_logits,
 )
 
 SHIPPED = digits.PACKAGED_DATA_DIR
@@ -343,3 +344,32 @@ def test_a_wrong_image_size_for_a_fixed_size_model_says_which_size(digits_cnn, c
         call(digits_cnn, torch.rand(2, 3, 8, 8))
     assert isinstance(raised.value.__cause__, RuntimeError)  # the model's own message is kept
     assert not digits_cnn.training
+
+
+def test_target_logits_are_the_logits_of_the_asked_class_without_gradient(digits_cnn):
+    images, _ = digits.load_digits_images("test")
+    batch = images[:4]
+    with torch.no_grad():
+        logits = digits_cnn(batch)
+    torch.testing.assert_close(target_logits(digits_cnn, batch, 3), logits[:, 3])
+    torch.testing.assert_close(target_logits(digits_cnn, batch, [0, 1, 2, 3]), logits[torch.arange(4), torch.arange(4)])
+    torch.testing.assert_close(target_logits(digits_cnn, batch), logits.max(dim=1).values)  # None: the top class
+    one = target_logits(digits_cnn, batch[0], 5)
+    assert one.shape == () and one.item() == pytest.approx(logits[0, 5].item(), abs=1e-5)
+    assert not target_logits(digits_cnn, batch, 3).requires_grad
+
+
+def test_target_logits_check_the_target_and_restore_train_mode(digits_cnn):
+    images, _ = digits.load_digits_images("test")
+    with pytest.raises(SaliencyLabError, match="10"):
+        target_logits(digits_cnn, images[:2], 10)
+    with pytest.raises(SaliencyLabError, match="one class per image"):
+        target_logits(digits_cnn, images[:2], [1, 2, 3])
+    digits_cnn.train()
+    try:
+        with pytest.warns(UserWarning, match="train mode"):
+            in_train = target_logits(digits_cnn, images[:2], 1)
+        assert all(m.training for m in digits_cnn.modules())
+    finally:
+        digits_cnn.eval()
+    torch.testing.assert_close(in_train, target_logits(digits_cnn, images[:2], 1))

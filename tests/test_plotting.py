@@ -16,6 +16,8 @@ from saliencylab import SaliencyLabError  # noqa: E402
 from saliencylab.plotting import (  # noqa: E402
     normalize_map,
     overlay,
+    show_grid,
+    show_images,
     show_maps,
     to_display_image,
     to_display_map,
@@ -190,3 +192,66 @@ def test_show_maps_signed_keeps_the_sign_with_zero_in_the_middle() -> None:
         assert shown.get_clim() == (-1.0, 1.0) and shown.get_cmap().name == "bwr"
     with pytest.raises(SaliencyLabError, match="drawn alone"):
         show_maps(torch.rand(3, 2, 2), {"occlusion": signed_map}, signed=True, alpha=0.5)
+
+
+def _shown(ax) -> tuple[np.ndarray, str]:
+    image = ax.get_images()[0]
+    return np.asarray(image.get_array()), image.get_cmap().name
+
+
+def test_show_grid_draws_pictures_as_pictures_and_maps_with_the_colormap() -> None:
+    photo = torch.rand(3, 6, 8)
+    rows = [[photo, photo[None], to_display_image(photo), torch.arange(48.0).view(6, 8)]]
+    figure = show_grid(rows, ["a", "b", "c", "map"], row_titles=["row"], cmap="gray")
+    axes = figure.axes
+    assert len(axes) == 4 and [ax.get_title() for ax in axes] == ["a", "b", "c", "map"]
+    for ax in axes[:3]:
+        picture, _ = _shown(ax)
+        np.testing.assert_allclose(picture, to_display_image(photo))
+    values, cmap = _shown(axes[3])
+    assert cmap == "gray" and values.shape == (6, 8) and values.min() == 0 and values.max() == 1
+    assert axes[0].get_ylabel() == "row"
+
+
+def test_show_grid_signed_columns_keep_the_sign_and_others_do_not() -> None:
+    signed = torch.tensor([[-2.0, 0.0], [1.0, 0.5]])
+    figure = show_grid([[signed, signed]], signed=[1], percentile=None)
+    plain, plain_cmap = _shown(figure.axes[0])
+    kept, kept_cmap = _shown(figure.axes[1])
+    assert plain_cmap == "inferno" and plain.min() == 0 and plain.max() == 1
+    assert kept_cmap == "bwr"
+    np.testing.assert_allclose(kept, [[-1.0, 0.0], [0.5, 0.25]])  # divided by max |value|, 0 stays 0
+    assert figure.axes[1].get_images()[0].get_clim() == (-1.0, 1.0)
+
+
+def test_show_grid_lays_a_flat_list_out_in_columns_with_one_title_per_panel() -> None:
+    maps = list(torch.rand(5, 4, 4))
+    figure = show_grid(maps, columns=2, titles=[f"m{i}" for i in range(5)], title="five maps")
+    assert len(figure.axes) == 6  # 3 rows of 2, the last cell left empty
+    assert [ax.get_title() for ax in figure.axes] == ["m0", "m1", "m2", "m3", "m4", ""]
+    assert not figure.axes[5].get_images() and not figure.axes[5].axison
+    assert figure._suptitle.get_text() == "five maps"
+
+
+def test_show_grid_never_modifies_its_panels_and_refuses_nothing_to_show() -> None:
+    panel = torch.randn(5, 5)
+    copy = panel.clone()
+    show_grid([[panel]], signed=True)
+    assert torch.equal(panel, copy)
+    with pytest.raises(SaliencyLabError, match="nothing to show"):
+        show_grid([])
+    with pytest.raises(SaliencyLabError, match="columns"):
+        show_grid([panel], columns=0)
+
+
+def test_show_images_stretch_magnifies_pale_images_each_or_all_alike() -> None:
+    faint, fainter = torch.full((3, 4, 4), 0.6), torch.full((3, 4, 4), 0.55)  # grey + 0.1, grey + 0.05
+    batch = torch.stack([faint, fainter])
+    as_is = show_images(batch, ["faint", "fainter"])
+    assert [ax.get_title() for ax in as_is.axes] == ["faint", "fainter"]
+    assert _shown(as_is.axes[0])[0][0, 0, 0] == pytest.approx(0.6)
+    each = show_images(batch, ["faint", "fainter"], stretch=True)
+    assert [_shown(ax)[0][0, 0, 0] for ax in each.axes] == pytest.approx([1.0, 1.0])
+    alike = show_images(batch, ["faint", "fainter"], stretch=True, same_stretch=True)
+    assert [_shown(ax)[0][0, 0, 0] for ax in alike.axes] == pytest.approx([1.0, 0.75])
+    assert torch.equal(batch[0], faint)

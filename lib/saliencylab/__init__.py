@@ -4,16 +4,16 @@ Submodules (import what you need)::
 
     saliencylab.images       load_image, sample_image, SAMPLE_IMAGES, to_tensor, to_numpy_image,
                              side_by_side (two photos as one two-object image, with their boxes)
-    saliencylab.models       load_model, default_layer
+    saliencylab.models       load_model, default_layer, target_logits(model, images, target)
     saliencylab.digits       load_digits_images (sklearn's digits as [N, 3, 32, 32] images)
-    saliencylab.imagenet     ImageNetIndex, predict(model, images, top=5, labels=None)
+    saliencylab.imagenet     ImageNetIndex, predict(model, images, top=5, labels=None), top_class
     saliencylab.attribution  saliency, guided_backprop, deconvnet, smoothgrad, gradcam,
                              guided_gradcam, occlusion, integrated_gradients,
                              fooling_image, class_visualization
-    saliencylab.plotting     show_maps, overlay, visualize
+    saliencylab.plotting     show_maps, show_grid, show_images, overlay, visualize
     saliencylab.metrics      deletion_curve, insertion_curve, pointing_game,
                              randomization_test, rank_correlation
-    saliencylab.checks       check_<exercise>(student_fn) for each notebook exercise
+    saliencylab.checks       check_<exercise>(student_fn) for each notebook exercise; confirm
 
 Images are float tensors ``[B, 3, H, W]`` in ``[0, 1]``; every model from ``load_model``
 normalises internally.

@@ -19,7 +19,7 @@ from saliencylab import _validate as validate
 from saliencylab._core import SaliencyLabError, eval_mode
 from saliencylab._validate import NameLookupError, unknown_name_error
 
-__all__ = ["ImageNetIndex", "AmbiguousNameError", "imagenet_class_names", "predict"]
+__all__ = ["ImageNetIndex", "AmbiguousNameError", "imagenet_class_names", "predict", "top_class"]
 
 Prediction = list[tuple[str, float]]
 
@@ -156,6 +156,23 @@ def predict(
         for row_indices, row_probabilities in zip(indices, probabilities)
     ]
     return predictions[0] if single else predictions
+
+
+def top_class(
+    model: nn.Module, image: torch.Tensor, labels: Sequence[str] | None = None
+) -> tuple[str, float]:
+    """``(name, probability)`` of the most probable class of ONE image, ``[3, H, W]`` or ``[1, 3, H, W]``.
+
+    ``labels`` as in :func:`predict`. A batch of several images raises: use
+    ``predict(model, images, top=1)`` for those.
+    """
+    if isinstance(image, torch.Tensor) and image.dim() == 4 and image.shape[0] != 1:
+        raise SaliencyLabError(
+            f"top_class takes one image, got a batch of {image.shape[0]}: pass images[i], or "
+            "use predict(model, images, top=1) for the whole batch."
+        )
+    batch, _ = validate.image_batch(image)
+    return predict(model, batch, top=1, labels=labels)[0][0]
 
 
 def _class_names(model: nn.Module, classes: int, labels: Sequence[str] | None) -> Sequence[str]:

@@ -24,7 +24,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from saliencylab._core import HookSet, SaliencyLabError, course_device, eval_mode
+from saliencylab import _validate as validate
+from saliencylab._core import (
+    HookSet,
+    SaliencyLabError,
+    TargetLike,
+    course_device,
+    eval_mode,
+    resolve_targets,
+    select_logits,
+)
 from saliencylab._validate import unknown_name_error
 
 __all__ = [
@@ -35,6 +44,7 @@ __all__ = [
     "load_model",
     "default_layer",
     "course_device",
+    "target_logits",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -304,3 +314,23 @@ def _may_output_feature_map(module: nn.Module) -> bool:
 
 def _contains_conv(module: nn.Module) -> bool:
     return any(isinstance(child, nn.Conv2d) for child in module.modules())
+
+
+def target_logits(model: nn.Module, images: torch.Tensor, target: TargetLike = None) -> torch.Tensor:
+    """The logit (the score before the softmax) of class ``target`` for each image, no gradient.
+
+    Args:
+        model: classifier taking ``[N, 3, H, W]`` images in ``[0, 1]``, returning logits ``[N, C]``.
+        images: ``[B, 3, H, W]``, or one ``[3, H, W]`` image.
+        target: ``None`` (each image's top class), an ``int`` for every image, or one class
+            per image.
+    Returns:
+        ``[B]`` (a 0-dim tensor for one ``[3, H, W]`` image), on the images' device. The model
+        runs in eval mode and its training flag is restored after.
+    """
+    batch, single = validate.image_batch(images)
+    validate.same_device(batch, model)
+    with eval_mode(model, batch), torch.no_grad():
+        targets = resolve_targets(model, batch, target)
+        logits = select_logits(model(batch), targets)
+    return logits[0] if single else logits

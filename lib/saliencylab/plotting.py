@@ -9,7 +9,7 @@ colormaps.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Union
 
 import matplotlib.pyplot as plt
@@ -156,6 +156,124 @@ def show_maps(
                 overlay(picture, shown, alpha=alpha, cmap=cmap, ax=ax, title=name)
     figure.tight_layout()
     return figure
+
+
+def show_grid(
+    rows: Sequence[Sequence[ArrayLike]],
+    column_titles: Sequence[str] = (),
+    row_titles: Sequence[str] = (),
+    *,
+    titles: Sequence[Sequence[str]] | None = None,
+    columns: int | None = None,
+    signed: bool | Collection[int] = False,
+    cmap: str = "inferno",
+    percentile: float | None = 99.0,
+    size: float = 2.4,
+    title: str | None = None,
+) -> Figure:
+    """A grid of pictures and maps: one row per image (or per setting), one column per method.
+
+    Args:
+        rows: a list of rows, each a list of panels. A panel with 3 colour channels
+            (``[3, H, W]``, ``[1, 3, H, W]`` or ``H x W x 3``) is drawn as a picture (values
+            clipped to ``[0, 1]``); an ``[H, W]`` panel is a map, drawn with ``cmap`` from its
+            lowest to its highest value (:func:`normalize_map` with ``percentile``, so a few
+            extreme pixels do not wash out the rest). With ``columns``, ``rows`` is instead one
+            flat list of panels, laid out ``columns`` to a row.
+        column_titles: shown above the first row; row_titles: at the left of each row.
+        titles: one title per panel, nested like ``rows`` (flat with ``columns``), for grids
+            whose every panel needs its own name.
+        signed: ``True`` draws every map with its sign (``bwr``: blue < 0, white = 0, red > 0,
+            divided by its ``percentile`` of |value|); a collection of column indices does so
+            for those columns only.
+        size: inches per panel; title: above the whole grid.
+    Returns:
+        The figure (end the notebook line with ``;`` so Jupyter shows it once).
+    """
+    grid = _grid_rows(rows, columns)
+    panel_titles = _grid_rows(titles, columns) if titles is not None else None
+    width = max(len(row) for row in grid)
+    figure, axes = plt.subplots(
+        len(grid), width, squeeze=False, figsize=(size * width, size * len(grid) + 0.3)
+    )
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for r, row in enumerate(grid):
+        for c, panel in enumerate(row):
+            ax = axes[r, c]
+            is_signed = signed is True or (not isinstance(signed, bool) and c in signed)
+            _draw_panel(ax, panel, is_signed, cmap, percentile)
+            label = panel_titles[r][c] if panel_titles is not None else None
+            if label is None and r == 0 and c < len(column_titles):
+                label = column_titles[c]
+            if label:
+                ax.set_title(label, fontsize=9)
+            if c == 0 and r < len(row_titles):
+                ax.set_axis_on()  # the row title is the y label, which needs the axis shown
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_ylabel(row_titles[r], fontsize=9)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def show_images(
+    images: Sequence[ArrayLike] | torch.Tensor,
+    titles: Sequence[str] = (),
+    columns: int | None = None,
+    size: float = 2.4,
+    stretch: bool = False,
+    same_stretch: bool = False,
+) -> Figure:
+    """Pictures in a grid with their titles: a batch ``[N, 3, H, W]`` or a list of images.
+
+    Args:
+        images: each ``[3, H, W]``, ``[1, 3, H, W]`` or ``H x W x 3``, values in ``[0, 1]``.
+        columns: pictures per row (default: all in one row).
+        stretch: magnify each picture's deviation from grey until 99.5 % of it fits the display
+            (for generated images that stay close to grey, e.g. class visualisations);
+            ``same_stretch`` uses the first picture's factor for all, so paler ones stay paler.
+    Returns:
+        The figure.
+    """
+    pictures = [to_display_image(image) for image in images]
+    if stretch:
+        spreads = [max(float(np.quantile(np.abs(p - 0.5), 0.995)), 1e-6) for p in pictures]
+        if same_stretch:
+            spreads = [spreads[0]] * len(pictures)
+        pictures = [np.clip(0.5 + 0.5 * (p - 0.5) / spread, 0, 1) for p, spread in zip(pictures, spreads)]
+    figure = show_grid(pictures, columns=columns or max(len(pictures), 1),
+                       titles=list(titles) + [""] * (len(pictures) - len(titles)), size=size)
+    return figure
+
+
+def _grid_rows(rows: Sequence, columns: int | None) -> list[list]:
+    """The panels as a list of rows; a flat list is cut into rows of ``columns``."""
+    if columns is None:
+        grid = [list(row) for row in rows]
+    else:
+        columns = validate.positive_int(columns, "columns")
+        flat = list(rows)
+        grid = [flat[i:i + columns] for i in range(0, len(flat), columns)]
+    if not grid or not any(grid):
+        raise SaliencyLabError("nothing to show: rows is empty.")
+    return grid
+
+
+def _draw_panel(ax: Axes, panel: ArrayLike, signed: bool, cmap: str, percentile: float | None) -> None:
+    shape = tuple(np.shape(panel))
+    while len(shape) > 2 and shape[0] == 1:
+        shape = shape[1:]
+    if not (len(shape) == 3 and 3 in (shape[0], shape[-1])):
+        values = to_display_map(panel, signed=signed)
+        if signed:
+            ax.imshow(normalize_map(values, percentile, symmetric=True), cmap="bwr", vmin=-1, vmax=1)
+        else:
+            ax.imshow(normalize_map(values, percentile), cmap=cmap, vmin=0, vmax=1)
+    else:
+        ax.imshow(to_display_image(panel), interpolation="nearest")
 
 
 def _batch_rows(
