@@ -51,6 +51,7 @@ EXPECTED_EXPLANATION = {
     "saliency_map/kept_channel_dim": "kept the colour channels",
     "saliency_map/ignored_target_used_argmax": "explained the predicted class (argmax)",
     "saliency_map/mean_of_scores_over_batch": "averaged the target logits over the batch",
+    "saliency_map/squeezed_batch_of_one": "even for a batch of one",
 }
 
 

@@ -28,6 +28,7 @@ EXPECTED_EXPLANATIONS = {
         "full_backward_hook_breaks_on_inplace_relu": "#61519",
         "hook_returns_nothing_plain_gradient": "this is the plain gradient",
         "hooks_left_behind": "left hooks registered",
+        "hooks_not_removed_on_error": "when the computation raised an error",
         "relu6_ignored": "only the nn.ReLU modules got the rule",
         "softmax_probabilities": "softmax probabilities",
         "wrong_sign": "wrong sign",

@@ -57,6 +57,7 @@ EXPECTED_EXPLANATIONS = {
         "forgot_trained_map": "map of the TRAINED model",
         "independent_not_cascading": "independently",
         "modifies_model_in_place": "modified the model it was given",
+        "restores_the_model_only_at_the_end": "when `method` raised an error halfway",
         "passes_none_target": "without a target",
         "repredicts_target": "re-predicted the target",
     },
@@ -260,3 +261,13 @@ def test_cascade_check_accepts_the_trained_map_from_the_original_model():
     assert original_line in solution
     source = solution.replace(original_line, "    maps = [method(model, image[None], target=target)[0]]\n")
     check_cascading_randomization(define(source, "cascading_randomization"))
+
+
+def test_confirm_prints_a_claim_that_holds_and_names_what_was_measured_when_not(capsys):
+    from saliencylab.checks import confirm
+
+    confirm("the rise is gained early", True, "alpha = 0.15")
+    assert capsys.readouterr().out == "\u2713 the rise is gained early\n"
+    with pytest.raises(AssertionError, match=r"not true on this machine: the rise is gained early \(measured: alpha = 0.60\)"):
+        confirm("the rise is gained early", False, "alpha = 0.60")
+    assert capsys.readouterr().out == ""

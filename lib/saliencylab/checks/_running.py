@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from saliencylab.checks._common import CheckFailed, fail, require_tensor, snapshot_side_effects
+from saliencylab.checks._promises import call_expecting_failure, failing_forward
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -74,6 +75,24 @@ def run_student_twice(
             "untouched (its .grad would otherwise fill up with every call)."
         )
     return second.detach()
+
+
+def require_clean_after_error(call: Callable[[], object], model: nn.Module, what: str) -> None:
+    """Run ``call`` (the student's function on the check's inputs) while every forward pass of
+    ``model`` raises: it may raise anything, but must leave no hook on the model and no
+    parameter ``.grad`` touched, the error path its docstring promises."""
+    verify = snapshot_side_effects(model)
+    with failing_forward(model):
+        call_expecting_failure(call)
+    try:
+        verify(what)
+    except CheckFailed as error:
+        fail(
+            f"{what} left the model changed when the computation raised an error (an error "
+            "injected at the end of the model's forward pass): remove every hook in a "
+            "`finally:` block, handle = module.register_forward_hook(...); try: ... finally: "
+            f"handle.remove(), so it goes whatever happens.\n({error})"
+        )
 
 
 def gradient_of(model: nn.Module, image: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:

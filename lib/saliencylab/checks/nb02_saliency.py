@@ -20,12 +20,16 @@ from saliencylab._core import reduce_channels, select_logits
 from saliencylab.attribution import saliency
 from saliencylab.checks._common import as_target_list, close, diagnose, non_predicted_targets, passed, require_shape
 from saliencylab.checks._integrity import exercise_check
+from saliencylab.checks._promises import Promises, image_batches_to_try
 from saliencylab.checks._running import run_student_twice, score_gradient
 
 __all__ = ["check_saliency_map"]
 
 Target = Union[int, Sequence[int], torch.Tensor]
 SaliencyFn = Callable[[nn.Module, torch.Tensor, Target], torch.Tensor]
+
+# read from the exercise's docstring (tests/test_promises.py): images [B, 3, H, W]
+PROMISES = {"saliency_map": Promises(image_batches=True)}
 
 NUM_CLASSES = 5
 WEIGHT_SCALE = 0.25
@@ -155,15 +159,18 @@ def check_saliency_map(
     model = fixed_cnn() if model is None else model
     images = fixed_images() if images is None else images
     per_image = non_predicted_targets(model, images) if target is None else as_target_list(target, len(images))
-    targets: list[Target] = [per_image] if target is not None else [per_image, per_image[0]]
+    cases: list[tuple[torch.Tensor, Target]] = [(images, per_image)] if target is not None else [
+        (images, per_image), (images, per_image[0])
+    ]
+    cases += [(batch, per_image[: len(batch)]) for batch in image_batches_to_try(images)[1:]]
     lines = []
-    for case_target in targets:
-        case = f"target={case_target!r}"
-        got = run_student_twice(student_fn, model, images, case_target, what, f"images {tuple(images.shape)}, {case}")
-        _require_map_shape(got, images, what)
-        case_targets = as_target_list(case_target, len(images))
-        expected = saliency(model, images, case_targets)
+    for case_images, case_target in cases:
+        case = f"images {tuple(case_images.shape)}, target={case_target!r}"
+        got = run_student_twice(student_fn, model, case_images, case_target, what, case)
+        _require_map_shape(got, case_images, what)
+        case_targets = as_target_list(case_target, len(case_images))
+        expected = saliency(model, case_images, case_targets)
         if not close(got, expected, tol):  # the mistakes cost a backward pass each: only on failure
-            diagnose(got, expected, saliency_mistakes(model, images, case_targets), f"{what} with {case}", tol)
-        lines.append(f"{case}: shape {tuple(got.shape)}, mean per image expected {_means(expected)}, got {_means(got)}")
+            diagnose(got, expected, saliency_mistakes(model, case_images, case_targets), f"{what} with {case}", tol)
+        lines.append(f"{case}: mean per image expected {_means(expected)}, got {_means(got)}")
     passed(what, "no parameter gradients touched\n  " + "\n  ".join(lines))

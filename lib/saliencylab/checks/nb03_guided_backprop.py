@@ -40,7 +40,8 @@ from saliencylab.checks._common import (
     require_shape,
 )
 from saliencylab.checks._integrity import exercise_check
-from saliencylab.checks._running import run_student_twice
+from saliencylab.checks._promises import Promises, image_batches_to_try
+from saliencylab.checks._running import require_clean_after_error, run_student_twice
 
 __all__ = [
     "check_guided_backprop_map",
@@ -52,6 +53,12 @@ __all__ = [
 Target = Union[int, Sequence[int], torch.Tensor]
 RuleFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (grad, forward_mask) -> grad
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]  # logits [B, C] -> scalar
+
+# read from both exercises' docstrings (tests/test_promises.py): images [B, 3, H, W]; hooks removed
+PROMISES = {
+    exercise: Promises(image_batches=True, cleans_up_on_error=True)
+    for exercise in ("guided_backprop_map", "deconvnet_map")
+}
 
 NUM_CLASSES = 4
 IMAGE_SHAPE = (2, 3, 10, 14)  # non-square: a height/width swap changes the shape
@@ -288,6 +295,31 @@ def _run_and_compare(
     model = relu_test_net(inplace_relu) if model is None else model
     images = fixed_images() if images is None else images
     targets = non_predicted_targets(model, images) if target is None else as_target_list(target, len(images))
+    for batch in image_batches_to_try(images):
+        got, expected = _compare(student_fn, what, reference, mistakes, model, batch, targets[: len(batch)], tol)
+    target_tensor = torch.tensor(targets, device=images.device)
+    require_clean_after_error(lambda: student_fn(model, images.clone(), target_tensor), model, what)
+    passed(
+        what,
+        f"images {tuple(images.shape)} and a batch of one, target={targets}; hooks removed, also "
+        "after an error inside the model, no parameter gradients touched; positive share expected "
+        f"{(expected > 0).float().mean().item():.3f}, got {(got > 0).float().mean().item():.3f}; "
+        f"max |value| expected {expected.abs().max().item():.4f}, got {got.abs().max().item():.4f}",
+    )
+
+
+def _compare(
+    student_fn: Callable,
+    what: str,
+    reference: Callable,
+    mistakes: Callable,
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: list[int],
+    tol: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The student's gradients of ``images`` ``[B, 3, H, W]`` and the reference's, after failing
+    with the likely mistake if they differ."""
     target_tensor = torch.tensor(targets, device=images.device)
     case = f"images {tuple(images.shape)}, target={targets}"
     try:
@@ -305,12 +337,7 @@ def _run_and_compare(
     expected = reference(model, images, targets, reduce=None)
     if not close(got, expected, tol):  # the mistakes cost a backward pass each: only on failure
         diagnose(got, expected, mistakes(model, images, targets), f"{what} with {case}", tol)
-    passed(
-        what,
-        f"{case}; hooks removed, no parameter gradients touched; positive share expected "
-        f"{(expected > 0).float().mean().item():.3f}, got {(got > 0).float().mean().item():.3f}; "
-        f"max |value| expected {expected.abs().max().item():.4f}, got {got.abs().max().item():.4f}",
-    )
+    return got, expected
 
 
 @exercise_check

@@ -19,12 +19,16 @@ from torch import nn
 from saliencylab._core import input_gradients
 from saliencylab.checks._common import diagnose, fail, passed, require_shape, require_tensor, snapshot_side_effects
 from saliencylab.checks._integrity import exercise_check
+from saliencylab.checks._promises import Promises, batch_sizes_to_try
 from saliencylab.checks._fixtures import RecordingModel, tiny_smooth_classifier
 
 __all__ = ["check_smoothgrad_map"]
 
 SmoothGradFn = Callable[..., torch.Tensor]
 
+
+# read from the exercise's docstring (tests/test_promises.py): batch_size = at most this many copies
+PROMISES = {"smoothgrad_map": Promises(chunked_by_batch_size=True)}
 
 
 def _check_image(size: tuple[int, int], seed: int) -> torch.Tensor:
@@ -191,10 +195,25 @@ def check_smoothgrad_map(
             "generators with different seeds gave the same map: do not call "
             "generator.manual_seed(...) inside smoothgrad_map; draw from the generator as given."
         )
+    other_sizes = batch_sizes_to_try(samples, batch_size)[1:]
+    for size in other_sizes:
+        _check_other_batch_size(student_fn, model, image, target, samples, noise_level, size, seed)
     sizes = [b.shape[0] for b in batches]
     passed(
         "check_smoothgrad_map",
-        f"{len(batches)} passes of {sizes} noisy copies (samples={samples}, batch_size={batch_size}), "
+        f"{len(batches)} passes of {sizes} noisy copies (samples={samples}, batch_size={batch_size}; "
+        f"batch_size {' and '.join(map(str, other_sizes))} give the same map), "
         f"noise std {measured_std:.3f} (expected {noise_level * (image.max() - image.min()).item():.3f}), "
         f"map {tuple(result.shape)}, max {result.max().item():.4f} (expected {expected.max().item():.4f})",
     )
+
+
+def _check_other_batch_size(
+    student_fn: SmoothGradFn, model: nn.Module, image: torch.Tensor, target: int,
+    samples: int, noise_level: float, batch_size: int, seed: int,
+) -> None:
+    """Any batch size gives the SmoothGrad of the copies it drew: 1, or more than ``samples``."""
+    result, batches = _run(student_fn, model, image, target, samples, noise_level, batch_size, seed)
+    _check_batching(batches, samples, batch_size)
+    expected, mistakes = _expected_maps(model, batches, target)
+    diagnose(result, expected, mistakes, f"smoothgrad_map's result with batch_size={batch_size}", tol=1e-4)

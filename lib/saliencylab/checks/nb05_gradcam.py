@@ -28,12 +28,17 @@ from saliencylab.checks._common import (
     snapshot_side_effects,
 )
 from saliencylab.checks._integrity import exercise_check
+from saliencylab.checks._promises import Promises, image_batches_to_try
+from saliencylab.checks._running import require_clean_after_error
 from saliencylab.checks._fixtures import kaiming_init_, smooth_random_images
 
 __all__ = ["check_gradcam_map"]
 
 Target = Union[int, Sequence[int], torch.Tensor]
 GradCamFn = Callable[[nn.Module, torch.Tensor, Target, nn.Module], torch.Tensor]
+
+# read from the exercise's docstring (tests/test_promises.py): images [B, 3, H, W]; no hook left
+PROMISES = {"gradcam_map": Promises(image_batches=True, cleans_up_on_error=True)}
 
 NUM_CLASSES = 5
 IMAGE_SIZE = (20, 28)  # non-square on purpose: a swapped (H, W) shows up in the shape
@@ -94,25 +99,43 @@ def check_gradcam_map(
     targets = _as_targets(FIXED_TARGETS if target is None else target, images)
     what = "gradcam_map(model, images, target, layer)"
 
+    got, expected = _compare(student_fn, model, images, targets, layer, what, tol,
+                             student_target=targets if target is None else target)
+    for batch in image_batches_to_try(images)[1:]:  # a batch of one
+        _compare(student_fn, model, batch, targets[: len(batch)], layer, what, tol, targets[: len(batch)])
+    require_clean_after_error(lambda: student_fn(model, images.clone(), targets, layer), model, what)
+    passed(
+        "check_gradcam_map",
+        f"maps of shape {tuple(got.shape)} and of a batch of one; no hook left behind, also after an "
+        f"error inside the model; expected mean per image {_rounded(expected.mean(dim=(1, 2)))}, "
+        f"max {_rounded(expected.amax(dim=(1, 2)))}; got mean {_rounded(got.mean(dim=(1, 2)))}, "
+        f"max {_rounded(got.amax(dim=(1, 2)))}",
+    )
+
+
+def _compare(
+    student_fn: GradCamFn,
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    layer: nn.Module,
+    what: str,
+    tol: float,
+    student_target: Target,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The student's maps of ``images`` ``[B, 3, H, W]`` and the library's, after failing with
+    the likely mistake if they differ."""
     verify_side_effects = _side_effect_verifier(model)
-    student_target = targets if target is None else target
     got = require_tensor(student_fn(model, images.clone(), student_target, layer), what)
     verify_side_effects(what)
     _require_map_shape(got, model, images, layer, what)
     got = got.detach()
     if torch.isnan(got).any():
         fail(f"{what} contains NaN: the map must be finite (do not divide by a maximum that can be 0).")
-
     expected = gradcam(model, images, targets, layer=layer)
     if not close(got, expected, tol):
         diagnose(got, expected, _mistakes(model, images, targets, layer), what, tol)
-    _check_hooks_removed_on_error(student_fn, model, images, layer, verify_side_effects, what)
-    passed(
-        "check_gradcam_map",
-        f"maps of shape {tuple(got.shape)}; expected mean per image "
-        f"{_rounded(expected.mean(dim=(1, 2)))}, max {_rounded(expected.amax(dim=(1, 2)))}; "
-        f"got mean {_rounded(got.mean(dim=(1, 2)))}, max {_rounded(got.amax(dim=(1, 2)))}",
-    )
+    return got, expected
 
 
 def _side_effect_verifier(model: nn.Module) -> Callable[[str], None]:
@@ -246,29 +269,3 @@ def _with_softmax(model: nn.Module) -> nn.Module:
     wrapped = nn.Sequential(model, nn.Softmax(dim=1))
     wrapped.training = model.training  # leaves the model's own flags alone
     return wrapped
-
-
-def _check_hooks_removed_on_error(
-    gradcam_map: GradCamFn,
-    model: nn.Module,
-    images: torch.Tensor,
-    layer: nn.Module,
-    verify_side_effects: Callable[[str], None],
-    what: str,
-) -> None:
-    """Call with a class index the model does not have: whatever the student's function
-    raises, no hook may stay behind on the model."""
-    out_of_range = torch.full((images.shape[0],), 10**6, dtype=torch.long, device=images.device)
-    try:
-        gradcam_map(model, images.clone(), out_of_range, layer)
-    except Exception:  # noqa: BLE001 - any error is fine here; only the hooks matter
-        pass
-    try:
-        verify_side_effects(what)
-    except AssertionError as error:
-        fail(
-            f"{what} left its hook on the layer when the computation raised an error (a target "
-            "out of range). Remove the handle in a `finally:` block: handle = "
-            "layer.register_forward_hook(...); try: ... finally: handle.remove()."
-            f"\n({error})"
-        )

@@ -24,11 +24,15 @@ from saliencylab._core import batch_slices, select_logits
 from saliencylab.attribution.occlusion import occlusion
 from saliencylab.checks._common import close, diagnose, fail, passed, require_shape, require_tensor
 from saliencylab.checks._integrity import exercise_check
+from saliencylab.checks._promises import Promises, batch_sizes_to_try
 from saliencylab.checks._fixtures import ForwardCall, ForwardRecorder, fixed_occlusion_model, smooth_random_images
 
 __all__ = ["check_occlusion_map"]
 
 OcclusionFn = Callable[[nn.Module, torch.Tensor, int, int, int, float, int], torch.Tensor]
+
+# read from the exercise's docstring (tests/test_promises.py): batch_size = at most this many images
+PROMISES = {"occlusion_map": Promises(chunked_by_batch_size=True)}
 
 NUM_CLASSES = 5
 IMAGE_SIZE = (20, 28)  # non-square: a swapped (H, W) shows up; 4 x 6 window positions below
@@ -82,6 +86,31 @@ def check_occlusion_map(
             f"and W - window ({width - window}), so every pixel is covered"
         )
     what = "occlusion_map(model, image, target, window, stride, baseline, batch_size)"
+    expected = occlusion(model, image, target, window=window, stride=stride, baseline=baseline)
+    num_windows = len(window_corners(image, window, stride))
+    other_sizes = batch_sizes_to_try(num_windows, batch_size)[1:]
+    calls, got = [], expected
+    for size in [batch_size] + other_sizes:
+        size_calls, size_got = _run_and_compare(student_fn, model, image, target, window, stride, baseline,
+                                                size, expected, tol, what)
+        _check_forward_passes(size_calls, num_windows, size, what)
+        if size == batch_size:
+            calls, got = size_calls, size_got
+    passed(
+        "check_occlusion_map",
+        f"map of shape {tuple(got.shape)} from {num_windows} windows in {len(calls)} "
+        f"forward passes of at most {batch_size} images (batch_size "
+        f"{' and '.join(map(str, other_sizes))} give the same map); expected min/mean/max "
+        f"{_summary(expected)}, got {_summary(got)}",
+    )
+
+
+def _run_and_compare(
+    student_fn: OcclusionFn, model: nn.Module, image: torch.Tensor, target: int, window: int,
+    stride: int, baseline: float, batch_size: int, expected: torch.Tensor, tol: float, what: str,
+) -> tuple[list[ForwardCall], torch.Tensor]:
+    """The forward passes the student's function made and its map ``[H, W]``, after failing
+    with the likely mistake if the map differs from ``expected``."""
     recorder = ForwardRecorder(model)
     got = student_fn(recorder, image.clone(), target, window, stride, baseline, batch_size)
     got = require_tensor(got, what)
@@ -89,19 +118,10 @@ def check_occlusion_map(
     got = got.detach().clone()
     if torch.isnan(got).any():
         _explain_nan(got, window, stride, what)
-
-    expected = occlusion(model, image, target, window=window, stride=stride, baseline=baseline)
     if not close(got, expected, tol):
         mistakes = _mistakes(model, image, target, window, stride, baseline)
-        diagnose(got, expected, mistakes, what, tol)
-    num_windows = len(window_corners(image, window, stride))
-    _check_forward_passes(recorder.calls, num_windows, batch_size, what)
-    passed(
-        "check_occlusion_map",
-        f"map of shape {tuple(got.shape)} from {num_windows} windows in {len(recorder.calls)} "
-        f"forward passes of at most {batch_size} images; expected min/mean/max "
-        f"{_summary(expected)}, got {_summary(got)}",
-    )
+        diagnose(got, expected, mistakes, f"{what} with batch_size={batch_size}", tol)
+    return recorder.calls, got
 
 
 def _summary(values: torch.Tensor) -> str:

@@ -34,12 +34,17 @@ from saliencylab.checks._common import (
     snapshot_side_effects,
 )
 from saliencylab.checks._integrity import exercise_check
+from saliencylab.checks._promises import Promises, batch_sizes_to_try
 from saliencylab.checks._fixtures import RecordingModel, tiny_smooth_classifier
 
 __all__ = ["check_completeness_error", "check_integrated_gradients_map", "fixed_ig_inputs"]
 
 IntegratedGradientsFn = Callable[..., torch.Tensor]
 CompletenessFn = Callable[..., object]
+
+# read from integrated_gradients_map's docstring (tests/test_promises.py): batch_size = at most
+# this many path points
+PROMISES = {"integrated_gradients_map": Promises(chunked_by_batch_size=True)}
 
 IMAGE_SIZE = (9, 13)  # non-square, so a swapped (H, W) shows
 NUM_CLASSES = 3
@@ -222,8 +227,34 @@ def check_integrated_gradients_map(
     elif baseline is None:
         baseline = torch.zeros_like(image)
     target = _other_target(model, image) if target is None else target
-    what = "integrated_gradients_map's result"
+    expected = integrated_gradients(
+        model, image, target, baseline=baseline, steps=steps, batch_size=batch_size, method="riemann_middle"
+    )
+    got, batches = _run_and_compare(student_fn, model, image, target, baseline, steps, batch_size, expected, tol)
+    other_sizes = batch_sizes_to_try(steps, batch_size)[1:]
+    for size in other_sizes:
+        _run_and_compare(student_fn, model, image, target, baseline, steps, size, expected, tol)
 
+    with torch.no_grad():
+        logits = model(torch.stack([image, baseline]))[:, target]
+    change = (logits[0] - logits[1]).item()
+    sizes = [b.shape[0] for b in batches]
+    passed(
+        "check_integrated_gradients_map",
+        f"{len(sizes)} passes of {sizes} path points (steps={steps}, batch_size={batch_size}; "
+        f"batch_size {' and '.join(map(str, other_sizes))} give the same attributions), "
+        f"attributions {tuple(got.shape)} summing to {got.sum().item():.4f} (expected "
+        f"{expected.sum().item():.4f}; f(x) - f(x') = {change:.4f})",
+    )
+
+
+def _run_and_compare(
+    student_fn: IntegratedGradientsFn, model: nn.Module, image: torch.Tensor, target: int,
+    baseline: torch.Tensor, steps: int, batch_size: int, expected: torch.Tensor, tol: float,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The student's attributions ``[3, H, W]`` and the path batches it sent through the model,
+    after failing with the likely mistake if they differ from ``expected``."""
+    what = "integrated_gradients_map's result"
     recorder = RecordingModel(model).train(model.training)  # the wrapper mirrors the model's mode
     verify = snapshot_side_effects(recorder)
     image_given, baseline_given = image.clone(), baseline.clone()
@@ -237,24 +268,11 @@ def check_integrated_gradients_map(
         )
     got = require_tensor(got, "integrated_gradients_map").detach()
     _require_attribution_shape(got, image, what)
-
-    expected = integrated_gradients(
-        model, image, target, baseline=baseline, steps=steps, batch_size=batch_size, method="riemann_middle"
-    )
     if not close(got, expected, tol):
-        diagnose(got, expected, _ig_mistakes(model, image, baseline, target, steps), what, tol)
+        diagnose(got, expected, _ig_mistakes(model, image, baseline, target, steps),
+                 f"{what} with batch_size={batch_size}", tol)
     _check_path_batches(recorder.batches, steps, batch_size, "integrated_gradients_map")
-
-    with torch.no_grad():
-        logits = model(torch.stack([image, baseline]))[:, target]
-    change = (logits[0] - logits[1]).item()
-    sizes = [b.shape[0] for b in recorder.batches]
-    passed(
-        "check_integrated_gradients_map",
-        f"{len(sizes)} passes of {sizes} path points (steps={steps}, batch_size={batch_size}), "
-        f"attributions {tuple(got.shape)} summing to {got.sum().item():.4f} (expected "
-        f"{expected.sum().item():.4f}; f(x) - f(x') = {change:.4f})",
-    )
+    return got, recorder.batches
 
 
 # --------------------------------------------------------------------------- completeness

@@ -29,6 +29,7 @@ from torch import nn
 from saliencylab.attribution import saliency
 from saliencylab.checks._common import close, diagnose, fail, passed, require_shape, require_tensor
 from saliencylab.checks._integrity import exercise_check
+from saliencylab.checks._promises import InjectedError, Promises, batch_sizes_to_try, call_expecting_failure
 from saliencylab.checks._fixtures import (
     ForwardCall,
     ForwardRecorder,
@@ -50,6 +51,13 @@ CascadeFn = Callable[..., torch.Tensor]
 DeletionFn = Callable[..., torch.Tensor]
 
 #: The layer groups of :func:`cascade_test_model`, top (logits) first.
+# read from the exercises' docstrings (tests/test_promises.py): cascading_randomization leaves
+# the model "exactly as it was"; deletion_scores' batch_size = at most this many images
+PROMISES = {
+    "cascading_randomization": Promises(cleans_up_on_error=True),
+    "deletion_scores": Promises(chunked_by_batch_size=True),
+}
+
 CASCADE_GROUPS = (("fc",), ("conv2", "bn2"), ("conv1",))
 CASCADE_IMAGE_SIZE = (12, 16)
 DELETION_IMAGE_SIZE = (9, 13)  # 117 pixels: k * 117 / 10 is not a whole number, so floor != round
@@ -304,12 +312,40 @@ def check_cascading_randomization(
             "seeded helper, reinitialise(randomised, group, seed + step), so the test can be "
             "repeated."
         )
+    _require_model_intact_after_error(student_fn, model, image, groups, seed, method)
     passed(
         "check_cascading_randomization",
         f"{len(groups) + 1} maps {tuple(result.shape[1:])}, target kept at class {expected_target} at "
         f"every step, groups randomised {[list(call.randomized) for call in recorder.calls]}, "
-        "the model you passed left unchanged",
+        "the model you passed left unchanged, also when `method` raised an error halfway",
     )
+
+
+def _require_model_intact_after_error(
+    student_fn: CascadeFn, model: nn.Module, image: torch.Tensor, groups: Sequence[Sequence[str]],
+    seed: int, method: Callable[..., torch.Tensor],
+) -> None:
+    """The docstring's promise, on the error path: when `method` raises at step 1 (after the
+    trained model's map), the model given is still exactly as it was."""
+    trained = copy.deepcopy(model.state_dict())
+    calls = 0
+
+    def method_failing_at_step_1(randomized: nn.Module, images: torch.Tensor, **options: object) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise InjectedError("an error raised by `method` at step 1 (injected by the check)")
+        return method(randomized, images, **options)
+
+    call_expecting_failure(
+        lambda: student_fn(model, image.clone(), method_failing_at_step_1, None, [list(g) for g in groups], seed=seed)
+    )
+    if any(not torch.equal(value, trained[key]) for key, value in model.state_dict().items()):
+        fail(
+            "cascading_randomization left the model it was given randomised when `method` raised "
+            "an error halfway: an in-place randomisation restored only at the end is lost on any "
+            "error. Randomise a copy, randomised = copy.deepcopy(model), and never touch `model`."
+        )
 
 
 # ------------------------------------------------------------------------ deletion curve
@@ -465,8 +501,26 @@ def check_deletion_scores(
         with torch.no_grad():
             logits = model(image[None])[0]
         target = int(logits.argsort()[len(logits) // 2])
-    what = "deletion_scores(model, image, saliency_map, target, steps, baseline, batch_size)"
+    expected = deletion_curve(model, image, saliency_map, target, steps=steps, baseline=baseline)
+    calls, got = _run_deletion(student_fn, model, image, saliency_map, target, steps, baseline, batch_size, expected, tol)
+    other_sizes = batch_sizes_to_try(steps + 1, batch_size)[1:]
+    for size in other_sizes:
+        _run_deletion(student_fn, model, image, saliency_map, target, steps, baseline, size, expected, tol)
+    passed(
+        "check_deletion_scores",
+        f"{steps + 1} scores in {len(calls)} forward passes of at most {batch_size} images (batch_size "
+        f"{' and '.join(map(str, other_sizes))} give the same scores); expected {_ends(expected)}, "
+        f"got {_ends(got)}",
+    )
 
+
+def _run_deletion(
+    student_fn: DeletionFn, model: nn.Module, image: torch.Tensor, saliency_map: torch.Tensor,
+    target: int, steps: int, baseline: float, batch_size: int, expected: torch.Tensor, tol: float,
+) -> tuple[list[ForwardCall], torch.Tensor]:
+    """The forward passes the student's function made and its scores ``[steps + 1]``, after
+    failing with the likely mistake if they differ from ``expected``."""
+    what = "deletion_scores(model, image, saliency_map, target, steps, baseline, batch_size)"
     recorder = ForwardRecorder(model).train(model.training)  # the wrapper mirrors the model's mode
     image_given, map_given = image.clone(), saliency_map.clone()
     got = student_fn(recorder, image_given, map_given, target, steps=steps, baseline=baseline, batch_size=batch_size)
@@ -478,17 +532,13 @@ def check_deletion_scores(
     if not torch.equal(map_given, saliency_map):
         fail(f"{what} changed the saliency map it was given: sort a copy, never the caller's map.")
     got = require_tensor(got, "deletion_scores").detach()
-    expected = deletion_curve(model, image, saliency_map, target, steps=steps, baseline=baseline)
     _require_curve_shape(got, expected, steps, what)
     got = got.to(expected.dtype)
     if not close(got, expected, tol):
-        diagnose(got, expected, _deletion_mistakes(model, image, saliency_map, target, steps, baseline), what, tol)
+        diagnose(got, expected, _deletion_mistakes(model, image, saliency_map, target, steps, baseline),
+                 f"{what} with batch_size={batch_size}", tol)
     _check_deletion_passes(recorder.calls, steps + 1, batch_size, "deletion_scores")
-    passed(
-        "check_deletion_scores",
-        f"{steps + 1} scores in {len(recorder.calls)} forward passes of at most {batch_size} images; "
-        f"expected {_ends(expected)}, got {_ends(got)}",
-    )
+    return recorder.calls, got
 
 
 def _ends(curve: torch.Tensor) -> str:
