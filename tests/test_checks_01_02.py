@@ -76,7 +76,7 @@ def references():
 def test_reference_solution_passes_and_says_what_it_compared(exercise, references, capsys):
     CHECKS[exercise](references[exercise])
     out = capsys.readouterr().out
-    assert f"✓ {exercise} passed" in out
+    assert f"✓ check_{exercise} passed: " in out
     assert "expected" in out and "got" in out
 
 

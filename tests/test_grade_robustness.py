@@ -350,8 +350,10 @@ def test_a_check_that_prints_no_verdict_is_flagged():
     silent = executed_test_cell("check_f(f)", [])
     findings = grade.runtime_findings(silent)
     assert [(f.cell, f.exercise) for f in findings] == [("f_test", "f")] and "without printing a verdict" in findings[0].reason
-    honest = executed_test_cell("check_f(f)", [{"output_type": "stream", "name": "stdout", "text": "✓ f passed\n"}])
+    honest = executed_test_cell("check_f(f)", [{"output_type": "stream", "name": "stdout", "text": "✓ check_f passed: 3 cases\n"}])
     assert grade.runtime_findings(honest) == []
+    ticked = executed_test_cell("check_f(f)", [{"output_type": "stream", "name": "stdout", "text": "✓ looks fine\n"}])
+    assert grade.runtime_findings(ticked), "a tick that is not a check's success line is no verdict"
 
 
 def test_a_tampering_error_in_a_test_cell_is_flagged():

@@ -47,7 +47,7 @@ def nothing_left_tampered():
 
 def test_honest_code_passes_and_prints_its_verdict(capsys):
     check_saliency_map(honest_saliency_map)
-    assert "✓ saliency_map passed" in capsys.readouterr().out
+    assert "✓ check_saliency_map passed: " in capsys.readouterr().out
 
 
 def test_an_honest_mistake_is_a_check_failure_not_tampering():
@@ -130,7 +130,7 @@ def test_changing_a_library_setting_is_not_tampering(capsys):
         check_saliency_map(honest_saliency_map)
     finally:
         core.MAX_AUTO_BATCH_SIZE = original
-    assert "✓ saliency_map passed" in capsys.readouterr().out
+    assert "✓ check_saliency_map passed: " in capsys.readouterr().out
 
 
 def test_changing_a_check_s_tolerance_is_named():

@@ -163,6 +163,8 @@ def failure_reason(log: str) -> str:
 
 TAMPERING_ERRORS = ("TamperingError", "ReferenceImplementationCalled")
 CHECK_CALL = re.compile(r"^[ \t]*check_\w+\(", re.M)
+# the one success line every check prints (saliencylab.checks._common.passed)
+VERDICT = re.compile(r"^\u2713 check_\w+ passed: ", re.M)
 
 
 def runtime_findings(executed: nbformat.NotebookNode) -> list[audit.Finding]:
@@ -184,7 +186,7 @@ def runtime_findings(executed: nbformat.NotebookNode) -> list[audit.Finding]:
         for error in errors:
             if error.ename in TAMPERING_ERRORS:
                 findings.append(audit.Finding(grade_id, f"{error.ename}: {error.evalue[:300]}", exercise))
-        verdicts = sum(str(o.get("text", "")).count("\u2713") for o in outputs if o.output_type == "stream")
+        verdicts = sum(len(VERDICT.findall(str(o.get("text", "")))) for o in outputs if o.output_type == "stream")
         calls = len(CHECK_CALL.findall(cell.source))
         if not errors and verdicts < calls:
             findings.append(audit.Finding(grade_id, f"{calls} check(s) ran without printing a verdict "

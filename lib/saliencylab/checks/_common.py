@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -18,9 +20,23 @@ def fail(message: str) -> None:
     raise CheckFailed(message)
 
 
-def passed(name: str, detail: str = "") -> None:
-    """Print the success line of a check."""
-    print(f"✓ {name} passed" + (f": {detail}" if detail else ""))
+_RUNNING_CHECK: ContextVar[str] = ContextVar("running_check", default="check")
+
+
+@contextmanager
+def running_check(name: str) -> Iterator[None]:
+    """While active, :func:`passed` reports as check ``name`` (set by ``@exercise_check``)."""
+    token = _RUNNING_CHECK.set(name)
+    try:
+        yield
+    finally:
+        _RUNNING_CHECK.reset(token)
+
+
+def passed(detail: str) -> None:
+    """Print the success line, the same for every check: ``✓ check_<exercise> passed: <detail>``,
+    where ``detail`` says what was compared (cases, shapes, expected and got)."""
+    print(f"\u2713 {_RUNNING_CHECK.get()} passed: {detail}")
 
 
 def confirm(claim: str, holds: bool, measured: object) -> None:
@@ -56,14 +72,21 @@ def require_tensor(result: Any, what: str) -> torch.Tensor:
     return result
 
 
-def require_shape(result: torch.Tensor, expected_shape: Iterable[int], what: str, hint: str = "") -> None:
-    """Fail with both shapes (and a hint) when they differ."""
+def require_shape(
+    result: torch.Tensor,
+    expected_shape: Iterable[int],
+    what: str,
+    hint: str | Mapping[tuple[int, ...], str] = "",
+    otherwise: str = "",
+) -> None:
+    """Fail with both shapes when they differ, and a hint: ``hint`` itself, or looked up in a
+    table ``{usual wrong shape: what it means}`` (``otherwise`` for any other shape)."""
     expected_shape = tuple(expected_shape)
-    if tuple(result.shape) != expected_shape:
-        fail(
-            f"{what} has shape {tuple(result.shape)}, expected {expected_shape}."
-            + (f" {hint}" if hint else "")
-        )
+    shape = tuple(result.shape)
+    if shape == expected_shape:
+        return
+    text = hint.get(shape, otherwise) if isinstance(hint, Mapping) else hint
+    fail(f"{what} has shape {shape}, expected {expected_shape}." + (f" {text}" if text else ""))
 
 
 def diagnose(

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from saliencylab.checks._common import CheckFailed
+from saliencylab.checks._common import CheckFailed, running_check
 
 REFERENCES_FILE = Path(__file__).with_name("reference_implementations.json")
 
@@ -216,7 +216,7 @@ def exercise_check(check: CheckFn) -> CheckFn:
         watch = ReferenceWatch(exercise)
         report = io.StringIO()  # the check's verdict is shown only once it is known to be honest
         try:
-            with contextlib.redirect_stdout(report):
+            with contextlib.redirect_stdout(report), running_check(check.__name__):
                 result = check(watch.guard(student_fn), *args, **kwargs)
         except BaseException:
             watch.raise_if_called()

@@ -4,7 +4,9 @@ turned into named mistakes, and the gradients the checks' mistake tables are bui
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -123,4 +125,64 @@ def require_detached(result: torch.Tensor, what: str) -> None:
             f"{what} returned an image that is still attached to the autograd graph "
             "(requires_grad=True). Return a plain tensor (e.g. `.detach()`): otherwise every "
             "step chains onto the previous step's graph, and memory and time grow with each step."
+        )
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How an exercise must cut its work into passes of at most ``batch_size`` inputs.
+
+    Attributes:
+        item / items: one unit of work and several ("noisy copy" / "noisy copies").
+        count: the argument that sets how many there are ("samples", "steps", ...).
+        extra_passes: passes allowed beyond ``ceil(work / batch_size)`` (e.g. one on the clean
+            image that the drops are measured from).
+        exact_total: every unit goes through the model exactly once (no extra inputs).
+        gradients: the passes need autograd (True) or must run without it (False).
+    """
+
+    item: str
+    items: str
+    count: str
+    extra_passes: int = 0
+    exact_total: bool = True
+    gradients: bool = True
+
+
+def require_batched(
+    sizes: Sequence[int], work: int, batch_size: int, what: str, batching: Batching, autograd_on: bool = False
+) -> None:
+    """Fail unless the passes (their batch ``sizes``, in order) cover ``work`` units in chunks of
+    at most ``batch_size`` and no more passes than needed; ``autograd_on``: some pass of a
+    forward-only exercise ran with autograd."""
+    if not sizes:
+        needs = (f"on {batching.items} that require grad, so no gradient was taken: call "
+                 ".requires_grad_(True) on them and use torch.autograd.grad(score, inputs)"
+                 if batching.gradients else "it was given")
+        fail(f"{what} never ran the model {needs}.")
+    if max(sizes) > batch_size:
+        fail(
+            f"{what} ran {max(sizes)} {batching.items} in one pass although batch_size={batch_size}: "
+            "batch_size bounds the memory, so cut them into chunks of at most batch_size "
+            f"(for start in range(0, {batching.count}, batch_size): ...)."
+        )
+    needed = math.ceil(work / batch_size)
+    if len(sizes) > needed + batching.extra_passes:
+        fail(
+            f"{what} is not batched: {len(sizes)} passes (batches of {list(sizes)}) for {work} "
+            f"{batching.items}, where {needed} would do with batch_size={batch_size}. Did you send "
+            f"one {batching.item} at a time? Stack up to batch_size of them into one batch per pass"
+            + (" and take all their gradients at once (sum their target scores, one "
+               "torch.autograd.grad call)." if batching.gradients else ".")
+        )
+    if batching.exact_total and sum(sizes) != work:
+        fail(
+            f"{what} ran {sum(sizes)} {batching.items} through the model in total (batches of "
+            f"{list(sizes)}), expected {batching.count}={work}: each one exactly once."
+        )
+    if autograd_on:
+        fail(
+            f"{what} ran the model with autograd on (its outputs require grad); no gradients are "
+            "needed here: wrap the forward passes in `with torch.inference_mode():` (or "
+            "torch.no_grad()); autograd's bookkeeping costs time and memory on every batch."
         )

@@ -62,7 +62,7 @@ def fixed_image(seed: int = 2) -> torch.Tensor:
     return torch.rand(NUM_FEATURES, generator=torch.Generator().manual_seed(seed))
 
 
-def gradient_mistakes(model: nn.Module, image: torch.Tensor, target: int) -> dict[str, torch.Tensor]:
+def _input_gradient_mistakes(model: nn.Module, image: torch.Tensor, target: int) -> dict[str, torch.Tensor]:
     """Explanation -> the gradient a usual mistake gives for one un-batched ``image``."""
     batch = image.unsqueeze(0)
     with torch.no_grad():
@@ -150,16 +150,16 @@ def check_input_gradient(
         _require_input_shape(got, case_image, case_model, what)
         expected = reference_gradient(case_model, case_image, case_target)
         if not close(got, expected):  # the mistakes cost a backward pass each: only on failure
-            diagnose(got, expected, gradient_mistakes(case_model, case_image, case_target), f"{what} on {case}")
+            diagnose(got, expected, _input_gradient_mistakes(case_model, case_image, case_target), f"{what} on {case}")
         lines.append(f"{case}: expected {_preview(expected)}, got {_preview(got)}")
-    passed(what, f"shape {tuple(got.shape)}, no parameter gradients touched\n  " + "\n  ".join(lines))
+    passed(f"shape {tuple(got.shape)}, no parameter gradients touched\n  " + "\n  ".join(lines))
 
 
-def _contribution_mistakes(
+def _gradient_times_input_mistakes(
     model: nn.Module, image: torch.Tensor, target: int, gradient: torch.Tensor
 ) -> dict[str, torch.Tensor]:
     """Explanation -> what a usual mistake gives for gradient x input."""
-    mistakes = {text: wrong * image for text, wrong in gradient_mistakes(model, image, target).items()}
+    mistakes = {text: wrong * image for text, wrong in _input_gradient_mistakes(model, image, target).items()}
     contributions = gradient * image
     mistakes.update(
         {
@@ -194,7 +194,7 @@ def check_gradient_times_input(
         gradient = reference_gradient(case_model, case_image, case_target)
         expected = gradient * case_image
         if not close(got, expected):  # the mistakes cost a backward pass each: only on failure
-            mistakes = _contribution_mistakes(case_model, case_image, case_target, gradient)
+            mistakes = _gradient_times_input_mistakes(case_model, case_image, case_target, gradient)
             diagnose(got, expected, mistakes, f"{what} on {case}")
         lines.append(f"{case}: expected {_preview(expected)}, got {_preview(got)}")
         if isinstance(case_model, nn.Linear):
@@ -202,4 +202,4 @@ def check_gradient_times_input(
                 logit = case_model(case_image.unsqueeze(0))[0, case_target].item()
             bias = case_model.bias[case_target].item()
             lines.append(f"  completeness: sum of contributions {got.sum().item():.3f} = logit - bias {logit - bias:.3f}")
-    passed(what, f"shape {tuple(got.shape)}, no parameter gradients touched\n  " + "\n  ".join(lines))
+    passed(f"shape {tuple(got.shape)}, no parameter gradients touched\n  " + "\n  ".join(lines))

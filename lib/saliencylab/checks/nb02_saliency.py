@@ -63,7 +63,7 @@ def fixed_images(seed: int = 3) -> torch.Tensor:
 
 
 
-def saliency_mistakes(model: nn.Module, images: torch.Tensor, targets: list[int]) -> dict[str, torch.Tensor]:
+def _saliency_map_mistakes(model: nn.Module, images: torch.Tensor, targets: list[int]) -> dict[str, torch.Tensor]:
     """Explanation -> the ``[B, H, W]`` map a usual mistake gives on the same inputs."""
     target_index = torch.tensor(targets, device=images.device)
 
@@ -118,7 +118,6 @@ def saliency_mistakes(model: nn.Module, images: torch.Tensor, targets: list[int]
 
 def _require_map_shape(result: torch.Tensor, images: torch.Tensor, what: str) -> None:
     batch, _, height, width = images.shape
-    shape = tuple(result.shape)
     hints = {
         (batch, 3, height, width): "You kept the colour channels: reduce them with the maximum "
         "over dim=1.",
@@ -129,7 +128,7 @@ def _require_map_shape(result: torch.Tensor, images: torch.Tensor, what: str) ->
         (height, width): "Return one map per image, [B, H, W], even for a batch of one.",
         (batch, height): "You reduced over the width as well: reduce over the channels (dim=1) only.",
     }
-    require_shape(result, (batch, height, width), what, hints.get(shape, "One map per image: [B, H, W]."))
+    require_shape(result, (batch, height, width), what, hints, otherwise="One map per image: [B, H, W].")
 
 
 def _means(maps: torch.Tensor) -> str:
@@ -171,6 +170,6 @@ def check_saliency_map(
         case_targets = as_target_list(case_target, len(case_images))
         expected = saliency(model, case_images, case_targets)
         if not close(got, expected, tol):  # the mistakes cost a backward pass each: only on failure
-            diagnose(got, expected, saliency_mistakes(model, case_images, case_targets), f"{what} with {case}", tol)
+            diagnose(got, expected, _saliency_map_mistakes(model, case_images, case_targets), f"{what} with {case}", tol)
         lines.append(f"{case}: mean per image expected {_means(expected)}, got {_means(got)}")
-    passed(what, "no parameter gradients touched\n  " + "\n  ".join(lines))
+    passed("no parameter gradients touched\n  " + "\n  ".join(lines))

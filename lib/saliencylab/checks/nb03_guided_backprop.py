@@ -199,7 +199,7 @@ def _common_mistakes(
     return mistakes
 
 
-def guided_mistakes(model: nn.Module, images: torch.Tensor, targets: list[int]) -> dict[str, torch.Tensor]:
+def _guided_backprop_map_mistakes(model: nn.Module, images: torch.Tensor, targets: list[int]) -> dict[str, torch.Tensor]:
     """Explanation -> the ``[B, 3, H, W]`` result a usual guided-backprop mistake gives."""
     score = _target_logits(torch.tensor(targets, device=images.device))
 
@@ -234,7 +234,7 @@ def guided_mistakes(model: nn.Module, images: torch.Tensor, targets: list[int]) 
     }
 
 
-def deconvnet_mistakes(model: nn.Module, images: torch.Tensor, targets: list[int]) -> dict[str, torch.Tensor]:
+def _deconvnet_map_mistakes(model: nn.Module, images: torch.Tensor, targets: list[int]) -> dict[str, torch.Tensor]:
     """Explanation -> the ``[B, 3, H, W]`` result a usual DeconvNet mistake gives."""
     score = _target_logits(torch.tensor(targets, device=images.device))
 
@@ -275,7 +275,7 @@ def _require_gradient_shape(result: torch.Tensor, images: torch.Tensor, what: st
         (3, height, width): "Keep the batch dimension: one [3, H, W] gradient per image.",
         (batch, 3, width, height): "Height and width are swapped.",
     }
-    require_shape(result, images.shape, what, hints.get(tuple(result.shape), "Same shape as the images."))
+    require_shape(result, images.shape, what, hints, otherwise="Same shape as the images.")
 
 
 
@@ -300,7 +300,6 @@ def _run_and_compare(
     target_tensor = torch.tensor(targets, device=images.device)
     require_clean_after_error(lambda: student_fn(model, images.clone(), target_tensor), model, what)
     passed(
-        what,
         f"images {tuple(images.shape)} and a batch of one, target={targets}; hooks removed, also "
         "after an error inside the model, no parameter gradients touched; positive share expected "
         f"{(expected > 0).float().mean().item():.3f}, got {(got > 0).float().mean().item():.3f}; "
@@ -355,7 +354,7 @@ def check_guided_backprop_map(
     non-square images and a different non-predicted class for each. ``model``/``images``/
     ``target`` check other inputs (e.g. EfficientNet-Lite0 on a photo).
     """
-    _run_and_compare(student_fn, "guided_backprop_map", guided_backprop, guided_mistakes,
+    _run_and_compare(student_fn, "guided_backprop_map", guided_backprop, _guided_backprop_map_mistakes,
                      model, images, target, inplace_relu=True, tol=tol)
 
 
@@ -373,5 +372,5 @@ def check_deconvnet_map(
     Default inputs as :func:`check_guided_backprop_map`, but every ReLU is out of place (the
     exercise's bypass needs the activation's input).
     """
-    _run_and_compare(student_fn, "deconvnet_map", deconvnet, deconvnet_mistakes,
+    _run_and_compare(student_fn, "deconvnet_map", deconvnet, _deconvnet_map_mistakes,
                      model, images, target, inplace_relu=False, tol=tol)

@@ -10,7 +10,6 @@ channels), so every slip gets its own explanation.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -19,6 +18,7 @@ from torch import nn
 from saliencylab._core import input_gradients
 from saliencylab.checks._common import diagnose, fail, passed, require_shape, require_tensor, snapshot_side_effects
 from saliencylab.checks._integrity import exercise_check
+from saliencylab.checks._running import Batching, require_batched
 from saliencylab.checks._promises import Promises, batch_sizes_to_try
 from saliencylab.checks._fixtures import RecordingModel, tiny_smooth_classifier
 
@@ -29,6 +29,7 @@ SmoothGradFn = Callable[..., torch.Tensor]
 
 # read from the exercise's docstring (tests/test_promises.py): batch_size = at most this many copies
 PROMISES = {"smoothgrad_map": Promises(chunked_by_batch_size=True)}
+NOISY_COPIES = Batching(item="sample", items="noisy copies", count="samples")
 
 
 def _check_image(size: tuple[int, int], seed: int) -> torch.Tensor:
@@ -51,35 +52,6 @@ def _run(student_fn: SmoothGradFn, model: nn.Module, image: torch.Tensor, target
     verify("smoothgrad_map")
     result = require_tensor(result, "smoothgrad_map")
     return result.detach(), recorder.batches
-
-
-def _check_batching(batches: list[torch.Tensor], samples: int, batch_size: int) -> None:
-    if not batches:
-        fail(
-            "smoothgrad_map never ran the model on an input that requires grad, so no gradient "
-            "was taken: make the noisy copies with .requires_grad_(True) and use "
-            "torch.autograd.grad(score, noisy)."
-        )
-    sizes = [b.shape[0] for b in batches]
-    if sum(sizes) != samples:
-        fail(
-            f"smoothgrad_map ran {sum(sizes)} noisy copies through the model in total "
-            f"(batches of {sizes}), expected samples={samples}: every noisy copy is used exactly once."
-        )
-    if max(sizes) > batch_size:
-        fail(
-            f"smoothgrad_map ran {max(sizes)} noisy copies in one pass although batch_size="
-            f"{batch_size}: batch_size bounds the memory, so cut the samples into chunks of at "
-            "most batch_size (for start in range(0, samples, batch_size): ...)."
-        )
-    expected_passes = math.ceil(samples / batch_size)
-    if len(batches) > expected_passes:
-        fail(
-            f"smoothgrad_map made {len(batches)} forward/backward passes (batches of {sizes}); with "
-            f"samples={samples} and batch_size={batch_size} it needs only {expected_passes}. Did you "
-            "process one sample at a time? One pass over a batch of noisy copies gives all their "
-            "gradients at once (sum the target scores, one torch.autograd.grad call)."
-        )
 
 
 def _check_noise(noise: torch.Tensor, image: torch.Tensor, noise_level: float) -> float:
@@ -176,7 +148,7 @@ def check_smoothgrad_map(
         hint="One image [3, H, W] gives one map [H, W]: average the gradients over the samples, "
         "then take |.| and the max over the colour channels.",
     )
-    _check_batching(batches, samples, batch_size)
+    require_batched([b.shape[0] for b in batches], samples, batch_size, "smoothgrad_map", NOISY_COPIES)
     measured_std = _check_noise(torch.cat(batches) - image, image, noise_level)
     expected, mistakes = _expected_maps(model, batches, target)
     diagnose(result, expected, mistakes, "smoothgrad_map's result", tol=1e-4)
@@ -200,7 +172,6 @@ def check_smoothgrad_map(
         _check_other_batch_size(student_fn, model, image, target, samples, noise_level, size, seed)
     sizes = [b.shape[0] for b in batches]
     passed(
-        "check_smoothgrad_map",
         f"{len(batches)} passes of {sizes} noisy copies (samples={samples}, batch_size={batch_size}; "
         f"batch_size {' and '.join(map(str, other_sizes))} give the same map), "
         f"noise std {measured_std:.3f} (expected {noise_level * (image.max() - image.min()).item():.3f}), "
@@ -214,6 +185,6 @@ def _check_other_batch_size(
 ) -> None:
     """Any batch size gives the SmoothGrad of the copies it drew: 1, or more than ``samples``."""
     result, batches = _run(student_fn, model, image, target, samples, noise_level, batch_size, seed)
-    _check_batching(batches, samples, batch_size)
+    require_batched([b.shape[0] for b in batches], samples, batch_size, "smoothgrad_map", NOISY_COPIES)
     expected, mistakes = _expected_maps(model, batches, target)
     diagnose(result, expected, mistakes, f"smoothgrad_map's result with batch_size={batch_size}", tol=1e-4)

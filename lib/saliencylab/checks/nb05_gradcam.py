@@ -105,7 +105,6 @@ def check_gradcam_map(
         _compare(student_fn, model, batch, targets[: len(batch)], layer, what, tol, targets[: len(batch)])
     require_clean_after_error(lambda: student_fn(model, images.clone(), targets, layer), model, what)
     passed(
-        "check_gradcam_map",
         f"maps of shape {tuple(got.shape)} and of a batch of one; no hook left behind, also after an "
         f"error inside the model; expected mean per image {_rounded(expected.mean(dim=(1, 2)))}, "
         f"max {_rounded(expected.amax(dim=(1, 2)))}; got mean {_rounded(got.mean(dim=(1, 2)))}, "
@@ -134,7 +133,7 @@ def _compare(
         fail(f"{what} contains NaN: the map must be finite (do not divide by a maximum that can be 0).")
     expected = gradcam(model, images, targets, layer=layer)
     if not close(got, expected, tol):
-        diagnose(got, expected, _mistakes(model, images, targets, layer), what, tol)
+        diagnose(got, expected, _gradcam_map_mistakes(model, images, targets, layer), what, tol)
     return got, expected
 
 
@@ -201,7 +200,7 @@ def _upsample(
     return F.interpolate(cam.unsqueeze(1), size=size, mode=mode, **options)[:, 0]
 
 
-def _mistakes(
+def _gradcam_map_mistakes(
     model: nn.Module, images: torch.Tensor, targets: torch.Tensor, layer: nn.Module
 ) -> dict[str, torch.Tensor]:
     """What each usual mistake gives on these inputs (explanation -> map ``[B, H, W]``)."""

@@ -13,7 +13,6 @@ so every pixel is covered and this rule and the library's give the same windows.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +23,7 @@ from saliencylab._core import batch_slices, select_logits
 from saliencylab.attribution.occlusion import occlusion
 from saliencylab.checks._common import close, diagnose, fail, passed, require_shape, require_tensor
 from saliencylab.checks._integrity import exercise_check
+from saliencylab.checks._running import Batching, require_batched
 from saliencylab.checks._promises import Promises, batch_sizes_to_try
 from saliencylab.checks._fixtures import ForwardCall, ForwardRecorder, fixed_occlusion_model, smooth_random_images
 
@@ -33,6 +33,9 @@ OcclusionFn = Callable[[nn.Module, torch.Tensor, int, int, int, float, int], tor
 
 # read from the exercise's docstring (tests/test_promises.py): batch_size = at most this many images
 PROMISES = {"occlusion_map": Promises(chunked_by_batch_size=True)}
+# one pass more than the windows need: the clean image's, that the drops are measured from
+OCCLUDED_IMAGES = Batching(item="occluded image", items="occluded images", count="len(windows)",
+                           extra_passes=1, exact_total=False, gradients=False)
 
 NUM_CLASSES = 5
 IMAGE_SIZE = (20, 28)  # non-square: a swapped (H, W) shows up; 4 x 6 window positions below
@@ -93,11 +96,11 @@ def check_occlusion_map(
     for size in [batch_size] + other_sizes:
         size_calls, size_got = _run_and_compare(student_fn, model, image, target, window, stride, baseline,
                                                 size, expected, tol, what)
-        _check_forward_passes(size_calls, num_windows, size, what)
+        require_batched([c.batch_size for c in size_calls], num_windows, size, what, OCCLUDED_IMAGES,
+                        autograd_on=any(c.grad_enabled or c.output_requires_grad for c in size_calls))
         if size == batch_size:
             calls, got = size_calls, size_got
     passed(
-        "check_occlusion_map",
         f"map of shape {tuple(got.shape)} from {num_windows} windows in {len(calls)} "
         f"forward passes of at most {batch_size} images (batch_size "
         f"{' and '.join(map(str, other_sizes))} give the same map); expected min/mean/max "
@@ -119,7 +122,7 @@ def _run_and_compare(
     if torch.isnan(got).any():
         _explain_nan(got, window, stride, what)
     if not close(got, expected, tol):
-        mistakes = _mistakes(model, image, target, window, stride, baseline)
+        mistakes = _occlusion_map_mistakes(model, image, target, window, stride, baseline)
         diagnose(got, expected, mistakes, f"{what} with batch_size={batch_size}", tol)
     return recorder.calls, got
 
@@ -131,18 +134,13 @@ def _summary(values: torch.Tensor) -> str:
 
 def _require_map_shape(got: torch.Tensor, image: torch.Tensor, what: str) -> None:
     height, width = image.shape[-2:]
-    shape = tuple(got.shape)
-    if shape == (width, height):
-        hint = "Height and width are swapped: image.shape[-2:] is (H, W)."
-    elif shape == (1, height, width):
-        hint = "Return the map of the one image, [H, W] (drop the batch dimension)."
-    elif shape == (3, height, width):
-        hint = "Occlusion gives one value per pixel, not per colour channel: [H, W]."
-    elif len(shape) == 2:
-        hint = "Credit each window's drop to the pixels it covers: the map has the image's size."
-    else:
-        hint = "Return one value per pixel, [H, W]."
-    require_shape(got, (height, width), what, hint)
+    hints = {
+        (width, height): "Height and width are swapped: image.shape[-2:] is (H, W).",
+        (1, height, width): "Return the map of the one image, [H, W] (drop the batch dimension).",
+        (3, height, width): "Occlusion gives one value per pixel, not per colour channel: [H, W].",
+    }
+    require_shape(got, (height, width), what, hints, otherwise="Return one value per pixel, [H, W]: credit "
+                  "each window's drop to the pixels it covers, so the map has the image's size.")
 
 
 def _explain_nan(got: torch.Tensor, window: int, stride: int, what: str) -> None:
@@ -206,7 +204,7 @@ def _spread(
     return total / count.clamp(min=1) if average else total
 
 
-def _mistakes(
+def _occlusion_map_mistakes(
     model: nn.Module, image: torch.Tensor, target: int, window: int, stride: int, baseline: float
 ) -> dict[str, torch.Tensor]:
     """What each usual mistake gives on these inputs (explanation -> map ``[H, W]``)."""
@@ -262,26 +260,3 @@ def _mistakes(
     return mistakes
 
 
-def _check_forward_passes(
-    calls: list[ForwardCall], num_windows: int, batch_size: int, what: str
-) -> None:
-    if not calls:
-        fail(f"{what} never called the model it was given: run `model` on the occluded images.")
-    biggest = max(call.batch_size for call in calls)
-    if biggest > batch_size:
-        fail(
-            f"{what} ran {biggest} images in one forward pass with batch_size={batch_size}: "
-            "memory grows with the batch, so send at most batch_size occluded images at a time."
-        )
-    if batch_size > 1 and len(calls) >= num_windows:
-        fail(
-            f"{what} is not batched: {len(calls)} forward passes for {num_windows} windows. "
-            f"Stack up to batch_size occluded copies into one [n, 3, H, W] batch per forward pass "
-            f"(here {math.ceil(num_windows / batch_size)} passes would do)."
-        )
-    if any(call.grad_enabled or call.output_requires_grad for call in calls):
-        fail(
-            f"{what} ran the model with autograd on (its logits require grad). Occlusion needs "
-            "no gradients: wrap the forward passes in `with torch.inference_mode():` (or "
-            "torch.no_grad()); autograd's bookkeeping costs time and memory on every batch."
-        )

@@ -108,12 +108,12 @@ def check_fooling_step(
     require_shape(got, original.shape, what, "Return the new image, the same shape as the input.")
     require_detached(got, what)
     expected = reference_fooling_step(model, original, target, step_size)
-    diagnose(got, expected, _step_mistakes(model, original, target, step_size), what)
+    diagnose(got, expected, _fooling_step_mistakes(model, original, target, step_size), what)
     _print_step_summary(model, original, got, expected, target, step_size)
 
 
 
-def _step_mistakes(model: nn.Module, image: torch.Tensor, target: int, step_size: float) -> dict[str, torch.Tensor]:
+def _fooling_step_mistakes(model: nn.Module, image: torch.Tensor, target: int, step_size: float) -> dict[str, torch.Tensor]:
     logit_grad = gradient_of(model, image, lambda logits: logits[:, target].sum())
     prob_grad = gradient_of(model, image, lambda logits: logits.softmax(dim=1)[:, target].sum())
     loss_grad = gradient_of(
@@ -150,7 +150,6 @@ def _print_step_summary(
         before, after, ref_after = (model(x)[0, target].item() for x in (image, got, expected))
     moved = (got - image).norm().item()
     passed(
-        "fooling_step",
         f"target logit {before:.3f} -> {after:.3f} (expected {ref_after:.3f}); moved the image by "
         f"||delta|| = {moved:.3f} (step_size {step_size}, less where clamping cut it); pixels in "
         f"[{got.min().item():.2f}, {got.max().item():.2f}].",
@@ -197,7 +196,7 @@ def check_make_fooling_image(
     else:
         cases = [(model, image, target, step_size, max_steps, f"target {target}")]
     summaries = [_check_loop_case(student_fn, *case) for case in cases]
-    passed("make_fooling_image", "; ".join(summaries))
+    passed("; ".join(summaries))
 
 
 def _check_loop_case(

@@ -65,11 +65,11 @@ def check_class_visualization_step(
     require_shape(got, original.shape, what, "Return the new image, the same shape as the input.")
     require_detached(got, what)
     expected = reference_class_visualization_step(model, original, target, lr, l2_reg)
-    diagnose(got, expected, _mistakes(model, original, target, lr, l2_reg), what)
+    diagnose(got, expected, _class_visualization_step_mistakes(model, original, target, lr, l2_reg), what)
     _print_summary(model, original, got, expected, target, l2_reg)
 
 
-def _mistakes(model: nn.Module, image: torch.Tensor, target: int, lr: float, l2_reg: float) -> dict[str, torch.Tensor]:
+def _class_visualization_step_mistakes(model: nn.Module, image: torch.Tensor, target: int, lr: float, l2_reg: float) -> dict[str, torch.Tensor]:
     score_grad = gradient_of(model, image, lambda logits: logits[:, target].sum())
     prob_grad = gradient_of(model, image, lambda logits: logits.softmax(dim=1)[:, target].sum())
     pull = 2 * l2_reg * (image - GREY)  # gradient of the penalty l2_reg * ||x - 0.5||^2
@@ -111,7 +111,6 @@ def _print_summary(
 
     rms_change = (got - image).square().mean().sqrt().item()
     passed(
-        "class_visualization_step",
         f"J = score - l2_reg * ||x - 0.5||^2 went {objective(image):.3f} -> {objective(got):.3f} "
         f"(expected {objective(expected):.3f}); RMS change per pixel {rms_change:.3f}; pixels in "
         f"[{got.min().item():.2f}, {got.max().item():.2f}].",

@@ -34,6 +34,7 @@ from saliencylab.checks._common import (
     snapshot_side_effects,
 )
 from saliencylab.checks._integrity import exercise_check
+from saliencylab.checks._running import Batching, require_batched
 from saliencylab.checks._promises import Promises, batch_sizes_to_try
 from saliencylab.checks._fixtures import RecordingModel, tiny_smooth_classifier
 
@@ -45,6 +46,7 @@ CompletenessFn = Callable[..., object]
 # read from integrated_gradients_map's docstring (tests/test_promises.py): batch_size = at most
 # this many path points
 PROMISES = {"integrated_gradients_map": Promises(chunked_by_batch_size=True)}
+PATH_POINTS = Batching(item="path point", items="path points", count="steps")
 
 IMAGE_SIZE = (9, 13)  # non-square, so a swapped (H, W) shows
 NUM_CLASSES = 3
@@ -96,7 +98,7 @@ def _midpoints(steps: int) -> torch.Tensor:
     return (torch.arange(steps, dtype=torch.float32) + 0.5) / steps
 
 
-def _ig_mistakes(
+def _integrated_gradients_map_mistakes(
     model: nn.Module, image: torch.Tensor, baseline: torch.Tensor, target: int, steps: int
 ) -> dict[str, torch.Tensor]:
     """What each usual slip gives on these inputs (explanation -> attributions ``[3, H, W]``)."""
@@ -150,51 +152,16 @@ def _ig_mistakes(
 
 def _require_attribution_shape(got: torch.Tensor, image: torch.Tensor, what: str) -> None:
     channels, height, width = image.shape
-    shape = tuple(got.shape)
-    if shape == (1, channels, height, width):
-        hint = "Return the attributions of the one image, [3, H, W] (drop the batch dimension)."
-    elif shape == (height, width):
-        hint = (
-            "Integrated Gradients keeps one signed value per pixel AND colour channel, [3, H, W]: "
-            "do not reduce over the channels (completeness needs the signed sum of all of them)."
-        )
-    elif len(shape) == 4:
-        hint = (
-            "It looks like one map per path point: average the gradients over the steps "
-            "(sum over the points of every batch, divide by steps)."
-        )
-    else:
-        hint = "Return (image - baseline) * mean gradient, with the image's shape [3, H, W]."
-    require_shape(got, (channels, height, width), what, hint)
-
-
-def _check_path_batches(batches: list[torch.Tensor], steps: int, batch_size: int, what: str) -> None:
-    if not batches:
-        fail(
-            f"{what} never ran the model on path points that require grad, so no gradient was "
-            "taken: build the points, call .requires_grad_(True) on them, run the model and use "
-            "torch.autograd.grad(score, points)."
-        )
-    sizes = [b.shape[0] for b in batches]
-    if max(sizes) > batch_size:
-        fail(
-            f"{what} ran {max(sizes)} path points in one pass although batch_size={batch_size}: "
-            "batch_size bounds the memory, so cut the steps into chunks of at most batch_size "
-            "(for start in range(0, steps, batch_size): ...)."
-        )
-    expected_passes = math.ceil(steps / batch_size)
-    if len(batches) > expected_passes:
-        fail(
-            f"{what} made {len(batches)} forward/backward passes (batches of {sizes}); with "
-            f"steps={steps} and batch_size={batch_size} it needs only {expected_passes}. Did you "
-            "send one path point at a time? One pass over a batch of points gives all their "
-            "gradients at once (sum their target logits, one torch.autograd.grad call)."
-        )
-    if sum(sizes) != steps:
-        fail(
-            f"{what} sent {sum(sizes)} path points through the model (batches of {sizes}), "
-            f"expected steps={steps}: each midpoint exactly once."
-        )
+    hints = {
+        (1, channels, height, width): "Return the attributions of the one image, [3, H, W] (drop the "
+        "batch dimension).",
+        (height, width): "Integrated Gradients keeps one signed value per pixel AND colour channel, "
+        "[3, H, W]: do not reduce over the channels (completeness needs the signed sum of all of them).",
+    }
+    many = "It looks like one map per path point: average the gradients over the steps (sum over the " \
+        "points of every batch, divide by steps)."
+    require_shape(got, (channels, height, width), what, hints, otherwise=many if got.dim() == 4 else
+                  "Return (image - baseline) * mean gradient, with the image's shape [3, H, W].")
 
 
 @exercise_check
@@ -240,7 +207,6 @@ def check_integrated_gradients_map(
     change = (logits[0] - logits[1]).item()
     sizes = [b.shape[0] for b in batches]
     passed(
-        "check_integrated_gradients_map",
         f"{len(sizes)} passes of {sizes} path points (steps={steps}, batch_size={batch_size}; "
         f"batch_size {' and '.join(map(str, other_sizes))} give the same attributions), "
         f"attributions {tuple(got.shape)} summing to {got.sum().item():.4f} (expected "
@@ -269,9 +235,9 @@ def _run_and_compare(
     got = require_tensor(got, "integrated_gradients_map").detach()
     _require_attribution_shape(got, image, what)
     if not close(got, expected, tol):
-        diagnose(got, expected, _ig_mistakes(model, image, baseline, target, steps),
+        diagnose(got, expected, _integrated_gradients_map_mistakes(model, image, baseline, target, steps),
                  f"{what} with batch_size={batch_size}", tol)
-    _check_path_batches(recorder.batches, steps, batch_size, "integrated_gradients_map")
+    require_batched([b.shape[0] for b in recorder.batches], steps, batch_size, "integrated_gradients_map", PATH_POINTS)
     return got, recorder.batches
 
 
@@ -294,7 +260,7 @@ def _as_number(result: object, what: str) -> float:
     return float(result)
 
 
-def _completeness_mistakes(
+def _completeness_error_mistakes(
     model: nn.Module,
     image: torch.Tensor,
     baseline: torch.Tensor,
@@ -379,7 +345,7 @@ def check_completeness_error(
     for case in cases:
         got = _as_number(student_fn(model, image.clone(), target, baseline.clone(), case.clone()), what)
         expected = case.sum().item() - change
-        mistakes = _completeness_mistakes(model, image, baseline, target, case, sign_tested)
+        mistakes = _completeness_error_mistakes(model, image, baseline, target, case, sign_tested)
         if math.isnan(got):
             fail(f"{what} returned NaN.")
         diagnose(
@@ -391,7 +357,7 @@ def check_completeness_error(
         )
         reports.append(f"expected {expected:+.4f}, got {got:+.4f}")
         sign_tested = sign_tested or expected > 0
-    passed("check_completeness_error", "; ".join(reports))
+    passed("; ".join(reports))
 
 
 def _logit_change(model: nn.Module, image: torch.Tensor, baseline: torch.Tensor, target: int) -> float:

@@ -18,7 +18,6 @@ missing 0 % or 100 % point, |map|, rounding, not cumulative, not batched, autogr
 from __future__ import annotations
 
 import copy
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from torch import nn
 from saliencylab.attribution import saliency
 from saliencylab.checks._common import close, diagnose, fail, passed, require_shape, require_tensor
 from saliencylab.checks._integrity import exercise_check
+from saliencylab.checks._running import Batching, require_batched
 from saliencylab.checks._promises import InjectedError, Promises, batch_sizes_to_try, call_expecting_failure
 from saliencylab.checks._fixtures import (
     ForwardCall,
@@ -57,6 +57,10 @@ PROMISES = {
     "cascading_randomization": Promises(cleans_up_on_error=True),
     "deletion_scores": Promises(chunked_by_batch_size=True),
 }
+
+# one pass more than the curve needs: e.g. on the untouched image
+PERTURBED_IMAGES = Batching(item="perturbed image", items="perturbed images", count="len(perturbed)",
+                            extra_passes=1, exact_total=False, gradients=False)
 
 CASCADE_GROUPS = (("fc",), ("conv2", "bn2"), ("conv1",))
 CASCADE_IMAGE_SIZE = (12, 16)
@@ -183,17 +187,13 @@ def _run_cascade(
 
 def _require_cascade_shape(result: torch.Tensor, image: torch.Tensor, steps: int, what: str) -> None:
     height, width = image.shape[-2:]
-    shape = tuple(result.shape)
-    if shape == (steps, height, width):
-        hint = (
-            "That is one map per randomisation step, but maps[0] must be the map of the TRAINED "
-            "model, before any randomisation: the one every other map is compared with."
-        )
-    elif shape == (steps + 1, 1, height, width):
-        hint = "Drop the batch dimension of each map: method(...)[0] is [H, W]."
-    else:
-        hint = "Stack the maps: torch.stack([trained_map, map_after_step_1, ...])."
-    require_shape(result, (steps + 1, height, width), what + "'s result", hint)
+    hints = {
+        (steps, height, width): "That is one map per randomisation step, but maps[0] must be the map "
+        "of the TRAINED model, before any randomisation: the one every other map is compared with.",
+        (steps + 1, 1, height, width): "Drop the batch dimension of each map: method(...)[0] is [H, W].",
+    }
+    require_shape(result, (steps + 1, height, width), what + "'s result", hints,
+                  otherwise="Stack the maps: torch.stack([trained_map, map_after_step_1, ...]).")
 
 
 def _check_targets(calls: list[MethodCall], expected: int, what: str) -> None:
@@ -314,7 +314,6 @@ def check_cascading_randomization(
         )
     _require_model_intact_after_error(student_fn, model, image, groups, seed, method)
     passed(
-        "check_cascading_randomization",
         f"{len(groups) + 1} maps {tuple(result.shape[1:])}, target kept at class {expected_target} at "
         f"every step, groups randomised {[list(call.randomized) for call in recorder.calls]}, "
         "the model you passed left unchanged, also when `method` raised an error halfway",
@@ -385,7 +384,7 @@ def _curve_from_masks(
     return _probabilities(model, torch.where(deleted, torch.tensor(baseline, dtype=image.dtype), image), target, score)
 
 
-def _deletion_mistakes(
+def _deletion_scores_mistakes(
     model: nn.Module, image: torch.Tensor, saliency_map: torch.Tensor, target: int, steps: int, baseline: float
 ) -> dict[str, torch.Tensor]:
     ranks = _ranks(saliency_map)
@@ -450,28 +449,6 @@ def _require_curve_shape(got: torch.Tensor, expected: torch.Tensor, steps: int, 
     require_shape(got, (steps + 1,), what, hint)
 
 
-def _check_deletion_passes(calls: list[ForwardCall], points: int, batch_size: int, what: str) -> None:
-    if not calls:
-        fail(f"{what} never called the model it was given.")
-    biggest = max(call.batch_size for call in calls)
-    if biggest > batch_size:
-        fail(
-            f"{what} ran {biggest} images in one forward pass with batch_size={batch_size}: send "
-            "at most batch_size perturbed images at a time (memory grows with the batch)."
-        )
-    needed = math.ceil(points / batch_size)
-    if len(calls) > needed + 1:  # one extra pass (e.g. on the untouched image) is fine
-        fail(
-            f"{what} is not batched: {len(calls)} forward passes for {points} perturbed images; "
-            f"stack up to batch_size of them per pass ({needed} passes would do)."
-        )
-    if any(call.grad_enabled or call.output_requires_grad for call in calls):
-        fail(
-            f"{what} ran the model with autograd on: a deletion curve needs no gradients. Wrap "
-            "the forward passes in `with torch.inference_mode():` (or torch.no_grad())."
-        )
-
-
 @exercise_check
 def check_deletion_scores(
     student_fn: DeletionFn,
@@ -507,7 +484,6 @@ def check_deletion_scores(
     for size in other_sizes:
         _run_deletion(student_fn, model, image, saliency_map, target, steps, baseline, size, expected, tol)
     passed(
-        "check_deletion_scores",
         f"{steps + 1} scores in {len(calls)} forward passes of at most {batch_size} images (batch_size "
         f"{' and '.join(map(str, other_sizes))} give the same scores); expected {_ends(expected)}, "
         f"got {_ends(got)}",
@@ -535,9 +511,10 @@ def _run_deletion(
     _require_curve_shape(got, expected, steps, what)
     got = got.to(expected.dtype)
     if not close(got, expected, tol):
-        diagnose(got, expected, _deletion_mistakes(model, image, saliency_map, target, steps, baseline),
+        diagnose(got, expected, _deletion_scores_mistakes(model, image, saliency_map, target, steps, baseline),
                  f"{what} with batch_size={batch_size}", tol)
-    _check_deletion_passes(recorder.calls, steps + 1, batch_size, "deletion_scores")
+    require_batched([c.batch_size for c in recorder.calls], steps + 1, batch_size, "deletion_scores", PERTURBED_IMAGES,
+                    autograd_on=any(c.grad_enabled or c.output_requires_grad for c in recorder.calls))
     return recorder.calls, got
 
 
