@@ -217,15 +217,10 @@ def exercise_check(check: CheckFn) -> CheckFn:
         report = io.StringIO()  # the check's verdict is shown only once it is known to be honest
         try:
             with contextlib.redirect_stdout(report), running_check(check.__name__):
-                result = check(watch.guard(student_fn), *args, **kwargs)
-        except BaseException:
+                return check(watch.guard(student_fn), *args, **kwargs)
+        finally:  # on success and on failure alike; tampering found here replaces the verdict
             watch.raise_if_called()
             verify(f"while {check.__name__} ran")
             print(report.getvalue(), end="")
-            raise
-        watch.raise_if_called()
-        verify(f"while {check.__name__} ran")
-        print(report.getvalue(), end="")
-        return result
 
     return checked  # type: ignore[return-value]

@@ -295,15 +295,16 @@ def _run_and_compare(
     model = relu_test_net(inplace_relu) if model is None else model
     images = fixed_images() if images is None else images
     targets = non_predicted_targets(model, images) if target is None else as_target_list(target, len(images))
-    for batch in image_batches_to_try(images):
-        got, expected = _compare(student_fn, what, reference, mistakes, model, batch, targets[: len(batch)], tol)
+    got, expected = _compare(student_fn, what, reference, mistakes, model, images, targets, tol)
+    for batch in image_batches_to_try(images)[1:]:  # a batch of one
+        _compare(student_fn, what, reference, mistakes, model, batch, targets[: len(batch)], tol)
     target_tensor = torch.tensor(targets, device=images.device)
     require_clean_after_error(lambda: student_fn(model, images.clone(), target_tensor), model, what)
     passed(
         f"images {tuple(images.shape)} and a batch of one, target={targets}; hooks removed, also "
         "after an error inside the model, no parameter gradients touched; positive share expected "
         f"{(expected > 0).float().mean().item():.3f}, got {(got > 0).float().mean().item():.3f}; "
-        f"max |value| expected {expected.abs().max().item():.4f}, got {got.abs().max().item():.4f}",
+        f"max |value| expected {expected.abs().max().item():.3g}, got {got.abs().max().item():.3g}",
     )
 
 
