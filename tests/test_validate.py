@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -252,6 +253,17 @@ def test_image_batch_rejects_what_is_not_an_rgb_float_image(value, message):
 def test_image_batch_warns_about_values_outside_0_1():
     with pytest.warns(UserWarning, match=r"outside \[0, 1\]"):
         validate.image_batch(torch.full((3, 2, 2), 2.0))
+    normalised = (torch.rand(3, 8, 8) - torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)) / 0.229
+    with pytest.warns(UserWarning, match="do not normalise with the ImageNet mean/std yourself"):
+        validate.image_batch(normalised)
+
+
+def test_a_little_noise_past_the_edges_is_no_reason_to_warn():
+    noisy = (torch.rand(3, 8, 8) + 0.05 * torch.randn(3, 8, 8, generator=torch.Generator().manual_seed(0)))
+    assert noisy.min() < 0 and noisy.max() > 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        validate.image_batch(noisy.clamp(-0.09, 1.09))
 
 
 def test_one_image_takes_one_image_at_a_time():

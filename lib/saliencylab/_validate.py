@@ -246,12 +246,19 @@ def same_device(images: torch.Tensor, model: nn.Module) -> None:
 # --------------------------------------------------------------------------- tensors
 
 
+#: How far outside [0, 1] images may go without a warning: a little noise or a small step past the
+#: edge (SmoothGrad's noisy copies, a path through image space) is fine; images normalised with the
+#: ImageNet mean and std span about [-2.1, 2.6].
+RANGE_SLACK = 0.1
+
+
 def image_batch(value: object, name: str = "images") -> tuple[torch.Tensor, bool]:
     """Check an image tensor and give it a batch dimension.
 
     Args:
         value: ``[B, 3, H, W]`` or a single ``[3, H, W]`` float tensor in ``[0, 1]`` (values
-            outside give a warning: models of saliencylab normalise internally).
+            more than :data:`RANGE_SLACK` outside give a warning: models of saliencylab
+            normalise internally).
     Returns:
         ``(batch [B, 3, H, W], was_single)``; ``was_single`` tells the caller to drop the
         batch dimension from its result again.
@@ -289,7 +296,7 @@ def image_batch(value: object, name: str = "images") -> tuple[torch.Tensor, bool
             f"{name} must be a float tensor with values in [0, 1], got dtype {batch.dtype}. "
             "Divide uint8 images by 255 (or use to_tensor)."
         )
-    if batch.numel() and (batch.min() < -1e-3 or batch.max() > 1 + 1e-3):
+    if batch.numel() and (batch.min() < -RANGE_SLACK or batch.max() > 1 + RANGE_SLACK):
         warnings.warn(
             f"{name} has values in [{batch.min().item():.3g}, {batch.max().item():.3g}], "
             "outside [0, 1]. saliencylab models normalise internally and expect plain RGB in "
