@@ -234,22 +234,20 @@ class Residual:
     def patched(self, patch: Patch, cache: Cache, trace: Optional[list]) -> Patch:
         main = run_patched(self.main, patch, cache, trace)
         shortcut = run_patched(self.shortcut, patch, cache, trace)
-        size = main.size
-        tops, h = _common_box(
-            [min(a, b) for a, b in zip(main.tops, shortcut.tops)],
-            [max(a + main.box[0], b + shortcut.box[0]) - 1 for a, b in zip(main.tops, shortcut.tops)],
-            size[0],
-        )
-        lefts, w = _common_box(
-            [min(a, b) for a, b in zip(main.lefts, shortcut.lefts)],
-            [max(a + main.box[1], b + shortcut.box[1]) - 1 for a, b in zip(main.lefts, shortcut.lefts)],
-            size[1],
-        )
+        (tops, h), (lefts, w) = _union(main, shortcut, 0), _union(main, shortcut, 1)
         clean_main, clean_shortcut = cache[self]
         total = _crop(clean_main, main, tops, lefts, (h, w)) + _crop(
             clean_shortcut, shortcut, tops, lefts, (h, w)
         )
-        return run_patched(self.post, Patch(total, tops, lefts, size), cache, trace)
+        return run_patched(self.post, Patch(total, tops, lefts, main.size), cache, trace)
+
+
+def _union(a: Patch, b: Patch, axis: int) -> tuple[list[int], int]:
+    """Along one axis (0 rows, 1 columns): per copy, the span covering both patches' boxes."""
+    starts_a, starts_b = (a.tops, b.tops) if axis == 0 else (a.lefts, b.lefts)
+    firsts = [min(p, q) for p, q in zip(starts_a, starts_b)]
+    lasts = [max(p + a.box[axis], q + b.box[axis]) - 1 for p, q in zip(starts_a, starts_b)]
+    return _common_box(firsts, lasts, a.size[axis])
 
 
 @dataclass(eq=False)

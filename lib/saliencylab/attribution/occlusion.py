@@ -68,7 +68,9 @@ def occlusion(
             image tensor broadcastable to ``[B, 3, H, W]`` (e.g. a blurred copy).
         batch_size: occluded images per forward pass; peak memory is set by this, not by the
             number of window positions. ``None``: chosen for the model and image size by
-            :func:`~saliencylab._core.auto_batch_size` (8 for Lite0 at 224x224).
+            :func:`~saliencylab._core.auto_batch_size` (8 for Lite0 at 224x224); on the
+            incremental path, the same budget applied to its (smaller) per-window tensors
+            (up to 64 windows per pass).
         progress: show a tqdm progress bar (useful in notebooks for small strides).
         incremental: recompute, in each layer, only the positions a window can change (the
             clean image's activations are computed once and cached): the same map (to float
@@ -80,7 +82,8 @@ def occlusion(
             on) as usual. ``None`` (default): incremental where the model allows it and a probe
             window shows it recomputes at most :data:`AUTO_MAX_WORK_FRACTION` (0.8) of the
             multiply-adds of a full pass (e.g. 0.15 for VGG11, 0.62 for Lite0 at 224x224,
-            window 32); otherwise the ordinary path. ``True``: always incremental; a model it
+            window 32; counted, not timed, so the choice is the same on every run);
+            otherwise the ordinary path. ``True``: always incremental; a model it
             cannot walk raises :class:`SaliencyLabError` saying why (e.g. a hand-written
             ``forward``, or forward hooks). ``False``: always the ordinary path (each occluded
             image through the whole model).
