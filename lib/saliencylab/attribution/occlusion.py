@@ -37,10 +37,11 @@ from saliencylab.attribution._base import explain
 Pair = tuple[int, int]
 Job = TypeVar("Job")
 
-#: ``incremental=None`` takes the incremental path when it recomputes at most this fraction of
-#: a full forward pass's multiply-adds. The incremental pass also reads and writes far less
-#: memory: on 2 CPU cores at 224x224, window 32, stride 8, it was 3.4x faster on Lite0 at 0.62
-#: of the multiply-adds (bench/README.md), so the threshold is generous.
+#: ``incremental=None`` takes the incremental path when, for the middle window, it makes at
+#: most this share of a full forward pass's multiply-adds. Measured on one CPU thread
+#: (bench/README.md), incremental vs ordinary: 1.7x faster on Lite0 at 224 px (0.65 of the
+#: multiply-adds: its pass also moves far less memory), 1.2x at 0.70 (ResNet18, 128 px), no
+#: gain at 0.68 (VGG11, 64x48 px), slower at 0.81 and 0.95 (ResNet18 64x48, AlexNet 80x64).
 AUTO_MAX_WORK_FRACTION = 0.8
 
 
