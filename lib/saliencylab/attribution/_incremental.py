@@ -428,7 +428,14 @@ def _is_pointwise(module: nn.Module) -> bool:
     if type(module) is nn.BatchNorm2d:  # in eval mode with running statistics: per channel
         return not module.training and module.running_mean is not None
     # efficientnet_lite_pytorch's own Identity (the padding of unpadded convolutions)
-    return type(module).__name__ == "Identity" and not list(module.children())
+    return _is_lite_class(module, "Identity")
+
+
+def _is_lite_class(module: nn.Module, name: str) -> bool:
+    """``module`` is efficientnet_lite_pytorch's class ``name`` (the package Lite0 comes from)."""
+    return type(module).__name__ == name and type(module).__module__.startswith(
+        "efficientnet_lite_pytorch"
+    )
 
 
 def _out_of_place(module: nn.Module) -> nn.Module:
@@ -442,7 +449,7 @@ def _out_of_place(module: nn.Module) -> nn.Module:
 def _is_static_same_padding_conv(module: nn.Module) -> bool:
     """efficientnet_lite_pytorch's ``Conv2dStaticSamePadding``: zero padding, then a conv."""
     return (
-        type(module).__name__ == "Conv2dStaticSamePadding"
+        _is_lite_class(module, "Conv2dStaticSamePadding")
         and isinstance(module, nn.Conv2d)
         and tuple(module.padding) == (0, 0)
         and (type(module.static_padding) is nn.ZeroPad2d or _is_pointwise(module.static_padding))
@@ -529,7 +536,7 @@ def _block_layers(module: nn.Module) -> Optional[tuple[list, Optional[list], lis
         m = module
         return ([m.conv1, m.bn1, m.relu, m.conv2, m.bn2, m.relu, m.conv3, m.bn3], _flat(shortcut),
                 [m.relu])
-    if type(module).__name__ == "MBConvBlock" and not module.has_se:
+    if _is_lite_class(module, "MBConvBlock") and not module.has_se:
         return _mbconv_layers(module)
     return None  # squeeze-excitation mixes the whole map: not incremental
 
