@@ -14,8 +14,8 @@ How the two sides are made comparable:
 * Grad-CAM: ``LayerGradCam(relu_attributions=True)`` upsampled by
   ``LayerAttribution.interpolate(..., "bilinear")``; Guided Grad-CAM with
   ``interpolate_mode="bilinear"`` and ``reduce=None`` (Captum returns ``[B, 3, H, W]``).
-* Integrated Gradients: Captum's ``method="riemann_middle"`` with the same steps. Both put the
-  path points at the same float32 ``linspace`` positions; that matters on Lite0, whose gradient
+* Integrated Gradients: Captum's ``method="riemann_middle"`` and ``"gausslegendre"`` with the
+  same steps. Both put the path points at the same float32 positions; that matters on Lite0, whose gradient
   jumps at ReLU6 kinks: path points 1e-8 apart (float64 midpoints) moved the result by 2e-4.
 * SmoothGrad: NoiseTunnel's ``stdevs`` is absolute, so it gets ``noise_level * (max - min)``;
   both draw their noise from torch's global RNG in the same order and chunks (one image,
@@ -184,12 +184,12 @@ def compare_guided_gradcam(s: Setup) -> list[Pair]:
     return [(guided_gradcam(s.model, s.images, s.targets, layer=layer, reduce=None), theirs)]
 
 
-def compare_integrated_gradients(s: Setup) -> list[Pair]:
+def compare_integrated_gradients(s: Setup, method: str = "riemann_middle") -> list[Pair]:
     theirs = IntegratedGradients(s.model).attribute(
-        s.images.clone(), target=s.targets, n_steps=STEPS, method="riemann_middle"
+        s.images.clone(), target=s.targets, n_steps=STEPS, method=method
     )
     ours = integrated_gradients(
-        s.model, s.images, s.targets, steps=STEPS, batch_size=IG_BATCH_SIZE
+        s.model, s.images, s.targets, steps=STEPS, batch_size=IG_BATCH_SIZE, method=method
     )
     return [(ours, theirs)]
 
@@ -219,6 +219,7 @@ COMPARISONS: dict[str, Callable[[Setup], list[Pair]]] = {
     "gradcam": compare_gradcam,
     "guided_gradcam": compare_guided_gradcam,
     "integrated_gradients": compare_integrated_gradients,
+    "integrated_gradients_gausslegendre": lambda s: compare_integrated_gradients(s, "gausslegendre"),
     "smoothgrad": lambda s: [noise_tunnel_pair(s, "mean", "smoothgrad")],
     "smoothgrad_squared": lambda s: [noise_tunnel_pair(s, "squared", "smoothgrad_sq")],
     "vargrad": lambda s: [noise_tunnel_pair(s, "vargrad", "vargrad")],

@@ -42,6 +42,7 @@ __all__ = [
     "non_negative_number",
     "one_image",
     "one_of",
+    "optional_flag",
     "positive_int",
     "positive_number",
     "reduce_option",
@@ -153,6 +154,15 @@ def one_of(value: Choice, name: str, options: Sequence[Choice]) -> Choice:
         known = False
     if not known:
         raise SaliencyLabError(f"{name} must be one of {tuple(options)}, got {value!r}.")
+    return value
+
+
+def optional_flag(value: object, name: str) -> bool | None:
+    """``True``, ``False`` or ``None`` (the library decides); ``1``/``"yes"`` are refused."""
+    if value is not None and not isinstance(value, bool):
+        raise SaliencyLabError(
+            f"{name} must be True, False or None (decide automatically), got {value!r}."
+        )
     return value
 
 

@@ -17,6 +17,7 @@ away. Pass ``reduce="sum"`` for a signed per-pixel map that still sums to the sa
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,7 +32,7 @@ from saliencylab._core import (
 )
 from saliencylab.attribution._base import explain, variant_gradients
 
-METHODS = ("riemann_middle", "riemann_trapezoid", "riemann_left", "riemann_right")
+METHODS = ("riemann_middle", "riemann_trapezoid", "riemann_left", "riemann_right", "gausslegendre")
 
 
 def integrated_gradients(
@@ -61,7 +62,10 @@ def integrated_gradients(
             ``method="riemann_middle"``), ``"riemann_left"``, ``"riemann_right"``, or
             ``"riemann_trapezoid"`` (the trapezoid rule on ``steps`` points including both
             ends; Captum's variant of that name weights the points by ``1 / steps`` instead
-            of ``1 / (steps - 1)``).
+            of ``1 / (steps - 1)``), or ``"gausslegendre"`` (Gauss-Legendre quadrature:
+            the ``steps`` roots of the Legendre polynomial mapped to ``[0, 1]``, with their
+            weights; exact for polynomials of degree ``2 * steps - 1``; Captum's default
+            ``method="gausslegendre"``, same points and weights).
         return_error: also return the completeness error.
         reduce: ``None`` (default, signed ``[B, 3, H, W]``), ``"sum"``, ``"max_abs"``, ...
     Returns:
@@ -104,11 +108,16 @@ def _path_points(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Positions ``a_k`` in ``[0, 1]`` and quadrature weights ``w_k``, both ``[steps]``.
 
-    The positions are float32 ``linspace`` values exactly as Captum computes them, so both
+    The positions are float32 values exactly as Captum computes them (``linspace`` for the
+    Riemann rules; numpy's ``leggauss`` rescaled to ``[0, 1]`` for Gauss-Legendre), so both
     libraries evaluate the gradient at bit-identical points (the gradient of a ReLU network
     jumps at kinks: points 1e-8 apart can move the sum by 1e-4).
     """
-    if method == "riemann_trapezoid":
+    if method == "gausslegendre":
+        roots, weights_2 = np.polynomial.legendre.leggauss(steps)  # on [-1, 1], float64
+        alphas = torch.tensor(0.5 * (1 + roots), dtype=torch.float32)
+        weights = torch.tensor(0.5 * weights_2, dtype=torch.float32)
+    elif method == "riemann_trapezoid":
         alphas = torch.linspace(0, 1, steps)
         weights = torch.full((steps,), 1.0 / (steps - 1))
         weights[[0, -1]] /= 2
