@@ -20,8 +20,9 @@ from torch import nn
 
 from saliencylab import SaliencyLabError
 from saliencylab.attribution import _incremental as incremental_pass
-from saliencylab.attribution import occlusion
+from saliencylab.attribution import occlusion, recompute_profile
 from saliencylab.attribution.occlusion import AUTO_MAX_WORK_FRACTION
+from saliencylab.digits import load_digits_images
 from saliencylab.models import Normalize, load_model
 
 # the module (``saliencylab.attribution.occlusion`` as an attribute is the function)
@@ -351,3 +352,25 @@ def test_incremental_on_the_gpu_matches_the_cpu():
     gpu = occlusion(model.cuda(), images.cuda(), [0, 1], window=5, stride=3, incremental=True)
     assert gpu.device.type == "cuda"
     assert relative_difference(gpu.cpu(), cpu) <= TOLERANCE
+
+
+def test_recompute_profile_grows_with_depth_to_the_whole_map(digits_cnn):
+    images, _ = load_digits_images("test")
+    profile = recompute_profile(digits_cnn, images[0], window=8)
+    assert profile.layers and 0 < profile.work_fraction < 1
+    shares = [layer.share for layer in profile.layers]
+    assert all(a <= b + 1e-12 for a, b in zip(shares, shares[1:])), shares
+    assert shares[0] < 0.5 and shares[-1] == 1.0
+    for layer in profile.layers:
+        assert layer.share == layer.positions / layer.map_positions and layer.layer in dict(digits_cnn.named_modules())
+
+
+def test_recompute_profile_of_a_corner_window_and_its_errors(digits_cnn):
+    images, _ = load_digits_images("test")
+    middle = recompute_profile(digits_cnn, images[0], window=8)
+    corner = recompute_profile(digits_cnn, images[:1], window=8, corner=(0, 0))
+    assert corner.layers[0].positions < middle.layers[0].positions  # half its neighbourhood is padding
+    with pytest.raises(SaliencyLabError, match="cannot walk"):
+        recompute_profile(linear_model().eval(), random_images(1, (8, 8))[0], window=4)
+    with pytest.raises(SaliencyLabError, match="one image"):
+        recompute_profile(digits_cnn, images[:2], window=8)

@@ -21,7 +21,7 @@ from saliencylab.attribution.class_visualization import class_visualization
 from saliencylab.attribution.fooling import fooling_image
 from saliencylab.attribution.gradcam import gradcam, guided_gradcam
 from saliencylab.attribution.integrated_gradients import integrated_gradients
-from saliencylab.attribution.occlusion import occlusion
+from saliencylab.attribution.occlusion import occlusion, recompute_profile
 from saliencylab.attribution.relu_rules import deconvnet, guided_backprop
 from saliencylab.attribution.saliency import saliency
 from saliencylab.attribution.smoothgrad import smoothgrad
@@ -35,6 +35,7 @@ __all__ = [
     "guided_gradcam",
     "integrated_gradients",
     "occlusion",
+    "recompute_profile",
     "fooling_image",
     "class_visualization",
 ]

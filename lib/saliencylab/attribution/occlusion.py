@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import torch
 from torch import nn
@@ -29,6 +29,7 @@ from saliencylab._core import (
     TargetLike,
     auto_batch_size,
     batch_slices,
+    eval_mode,
     select_logits,
 )
 from saliencylab.attribution import _incremental as incremental_pass
@@ -36,6 +37,23 @@ from saliencylab.attribution._base import explain
 
 Pair = tuple[int, int]
 Job = TypeVar("Job")
+
+
+class LayerShare(NamedTuple):
+    """One layer as the incremental pass sees an occluded window: what it must recompute."""
+
+    layer: str  # the module's name in the model
+    positions: int  # output positions the window changes
+    map_positions: int  # output positions of the whole map
+    share: float  # positions / map_positions
+
+
+class RecomputeProfile(NamedTuple):
+    """:func:`recompute_profile`'s answer: one :class:`LayerShare` per layer walked, in order,
+    and the multiply-adds of the whole incremental pass as a fraction of a full forward pass."""
+
+    layers: list[LayerShare]
+    work_fraction: float
 
 #: ``incremental=None`` takes the incremental path when, for the middle window, it makes at
 #: most this share of a full forward pass's multiply-adds. Measured on one CPU thread
@@ -125,6 +143,42 @@ def occlusion(
         return maps.clone()  # an ordinary tensor: inference tensors refuse later autograd use
 
     return explain(model, images, target, compute)
+
+
+def recompute_profile(
+    model: nn.Module, image: torch.Tensor, window: int | Pair = 32, corner: Pair | None = None
+) -> RecomputeProfile:
+    """Why occlusion costs what it costs: how much of each layer one occluded window changes.
+
+    A window changes only the positions of a layer whose receptive field overlaps it, and
+    receptive fields grow with depth, so the changed share grows from a few percent near the
+    input to the whole map deep down. The incremental pass of :func:`occlusion` recomputes just
+    that share (counted here, not timed, so it is the same on every machine).
+
+    Args:
+        model: a model :func:`occlusion` can run incrementally (see its ``incremental``).
+        image: one image, ``[3, H, W]`` or ``[1, 3, H, W]``.
+        window: window size, ``int`` or ``(height, width)``.
+        corner: top-left corner of the window; default the window in the middle of the image.
+    Returns:
+        :class:`RecomputeProfile`: per layer the positions recomputed, and the work fraction.
+    Raises:
+        SaliencyLabError: the model cannot be walked layer by layer (the reason is given).
+    """
+    batch, _ = validate.one_image(image, "image")
+    size = (batch.shape[-2], batch.shape[-1])
+    window_hw = validate.int_pair(window, "window")
+    _check_window(window_hw, window_hw, size)
+    corner = corner or ((size[0] - window_hw[0]) // 2, (size[1] - window_hw[1]) // 2)
+    plan, why_not = incremental_pass.build_plan(model)
+    if plan is None:
+        raise SaliencyLabError(f"cannot walk this {type(model).__name__} layer by layer: {why_not}.")
+    with eval_mode(model, batch), torch.inference_mode():
+        _, cache = plan.run_clean(batch)
+        patch = incremental_pass.occluded_patch(batch, torch.zeros_like(batch), [corner], window_hw)
+        probe = incremental_pass.probe(plan, cache, patch)
+    layers = [LayerShare(l.name, l.positions, l.map_positions, l.fraction) for l in probe.layers]
+    return RecomputeProfile(layers, probe.work_fraction)
 
 
 def _check_window(window: Pair, stride: Pair, size: Pair) -> None:
