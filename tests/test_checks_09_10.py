@@ -264,7 +264,7 @@ def test_cascade_check_accepts_the_trained_map_from_the_original_model():
 
 
 def test_confirm_prints_a_claim_that_holds_and_names_what_was_measured_when_not(capsys):
-    from saliencylab.checks import confirm
+    from saliencylab.lessons import confirm
 
     confirm("the rise is gained early", True, "alpha = 0.15")
     assert capsys.readouterr().out == "\u2713 the rise is gained early\n"

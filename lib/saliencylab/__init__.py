@@ -13,7 +13,8 @@ Submodules (import what you need)::
     saliencylab.plotting     show_maps, show_grid, show_images, overlay, visualize
     saliencylab.metrics      deletion_curve, insertion_curve, pointing_game,
                              randomization_test, rank_correlation
-    saliencylab.checks       check_<exercise>(student_fn) for each notebook exercise; confirm
+    saliencylab.checks       check_<exercise>(student_fn) for each notebook exercise
+    saliencylab.lessons      confirm(claim, holds, measured): a lesson's conclusion, asserted
 
 Images are float tensors ``[B, 3, H, W]`` in ``[0, 1]``; every model from ``load_model``
 normalises internally.

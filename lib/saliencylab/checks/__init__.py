@@ -6,8 +6,6 @@ implementation and, on failure, raises :class:`CheckFailed` naming the likely mi
 On success it prints what was expected and what was got. A check that finds something it
 relies on changed, or the exercise's reference implementation called, raises
 :class:`TamperingError` / :class:`ReferenceImplementationCalled` instead (see ``_integrity``).
-:func:`confirm` is the lessons' own assertion: it checks a conclusion the text draws from a
-result before printing it.
 
 One module per notebook (``nb01_linear_models.py`` ...); the small models and inputs several
 notebooks share are in ``_fixtures``, how a student's function is called in ``_running``.
@@ -15,7 +13,7 @@ notebooks share are in ``_fixtures``, how a student's function is called in ``_r
 
 from __future__ import annotations
 
-from saliencylab.checks._common import CheckFailed, confirm
+from saliencylab.checks._common import CheckFailed
 from saliencylab.checks._integrity import ReferenceImplementationCalled, TamperingError, capture
 from saliencylab.checks.nb01_linear_models import check_gradient_times_input, check_input_gradient
 from saliencylab.checks.nb02_saliency import check_saliency_map
@@ -32,7 +30,6 @@ __all__ = [
     "CheckFailed",
     "TamperingError",
     "ReferenceImplementationCalled",
-    "confirm",
     "check_input_gradient",
     "check_gradient_times_input",
     "check_saliency_map",

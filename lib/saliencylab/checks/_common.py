@@ -39,17 +39,6 @@ def passed(detail: str) -> None:
     print(f"\u2713 {_RUNNING_CHECK.get()} passed: {detail}")
 
 
-def confirm(claim: str, holds: bool, measured: object) -> None:
-    """Check a conclusion the lesson's text draws from a result, then print it with a tick.
-
-    Lessons run on other CPUs, thread counts and GPUs, so every claim the prose makes about a
-    number is tested where the notebook runs. Raises ``AssertionError`` ("not true on this
-    machine: <claim> (measured: <measured>)") when ``holds`` is false.
-    """
-    assert holds, f"not true on this machine: {claim} (measured: {measured})"
-    print(f"\u2713 {claim}")
-
-
 def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     """||got - expected|| / ||expected|| (absolute error when ``expected`` is all zeros)."""
     got, expected = got.detach().double().cpu(), expected.detach().double().cpu()
