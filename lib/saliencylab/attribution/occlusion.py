@@ -170,11 +170,10 @@ def recompute_profile(
     window_hw = validate.int_pair(window, "window")
     _check_window(window_hw, window_hw, size)
     corner = corner or ((size[0] - window_hw[0]) // 2, (size[1] - window_hw[1]) // 2)
-    plan, why_not = incremental_pass.build_plan(model)
-    if plan is None:
-        raise SaliencyLabError(f"cannot walk this {type(model).__name__} layer by layer: {why_not}.")
     with eval_mode(model, batch), torch.inference_mode():
-        _, cache = plan.run_clean(batch)
+        plan, cache, why_not = _verified_walk(model, batch, model(batch))
+        if plan is None:
+            raise SaliencyLabError(f"cannot walk this {type(model).__name__} layer by layer: {why_not}.")
         patch = incremental_pass.occluded_patch(batch, torch.zeros_like(batch), [corner], window_hw)
         probe = incremental_pass.probe(plan, cache, patch)
     layers = [LayerShare(l.name, l.positions, l.map_positions, l.fraction) for l in probe.layers]
@@ -271,12 +270,7 @@ def _incremental_plan(
     """
     if incremental is False:
         return None
-    plan, why_not = incremental_pass.build_plan(model)
-    if plan is not None:
-        logits, cache = plan.run_clean(batch[:1])
-        scale = float(clean_logits[:1].abs().max())
-        if not torch.allclose(logits, clean_logits[:1], rtol=1e-4, atol=1e-4 * scale):
-            plan, why_not = None, "walked layer by layer, it does not give model(images)' logits"
+    plan, cache, why_not = _verified_walk(model, batch[:1], clean_logits[:1])
     if plan is None:
         if incremental:
             raise SaliencyLabError(
@@ -291,6 +285,24 @@ def _incremental_plan(
         return None
     # as auto_batch_size does for whole images: the largest tensor of a pass under the budget
     return plan, max(1, min(MAX_AUTO_BATCH_SIZE, ACTIVATION_BUDGET // probe.copy_bytes))
+
+
+def _verified_walk(
+    model: nn.Module, image: torch.Tensor, clean_logits: torch.Tensor
+) -> tuple[incremental_pass.Plan | None, incremental_pass.Cache | None, str]:
+    """``(plan, the clean activations of image [1, 3, H, W], "")``, or ``(None, None, why not)``.
+
+    Walked layer by layer, the model must give ``clean_logits`` (``model(image)``); otherwise
+    (a module whose ``forward`` does more than its layers) the walk is wrong.
+    """
+    plan, why_not = incremental_pass.build_plan(model)
+    if plan is None:
+        return None, None, why_not
+    logits, cache = plan.run_clean(image)
+    scale = float(clean_logits.abs().max())
+    if not torch.allclose(logits, clean_logits, rtol=1e-4, atol=1e-4 * scale):
+        return None, None, "walked layer by layer, it does not give model(images)' logits"
+    return plan, cache, ""
 
 
 def _incremental_drops(

@@ -46,10 +46,10 @@ def argument_descriptions(docstring: str) -> dict[str, str]:
     described: dict[str, str] = {}
     section = docstring.split("Args:", 1)[1] if "Args:" in docstring else ""
     section = re.split(r"^\s*Returns:", section, maxsplit=1, flags=re.M)[0]
-    name = None
+    name, names_indent = None, _indent(section)
     for line in section.splitlines():
         entry = _ARGS_ENTRY.match(line)
-        if entry and (name is None or len(line) - len(line.lstrip()) <= _indent(section)):
+        if entry and (name is None or len(line) - len(line.lstrip()) <= names_indent):
             name = entry.group(1)
             described[name] = entry.group(2)
         elif name is not None:

@@ -92,14 +92,10 @@ def check_occlusion_map(
     expected = occlusion(model, image, target, window=window, stride=stride, baseline=baseline)
     num_windows = len(window_corners(image, window, stride))
     other_sizes = batch_sizes_to_try(num_windows, batch_size)[1:]
-    calls, got = [], expected
-    for size in [batch_size] + other_sizes:
-        size_calls, size_got = _run_and_compare(student_fn, model, image, target, window, stride, baseline,
-                                                size, expected, tol, what)
-        require_batched([c.batch_size for c in size_calls], num_windows, size, what, OCCLUDED_IMAGES,
-                        autograd_on=any(c.grad_enabled or c.output_requires_grad for c in size_calls))
-        if size == batch_size:
-            calls, got = size_calls, size_got
+    calls, got = _run_and_compare(student_fn, model, image, target, window, stride, baseline,
+                                  batch_size, expected, tol, what)
+    for size in other_sizes:
+        _run_and_compare(student_fn, model, image, target, window, stride, baseline, size, expected, tol, what)
     passed(
         f"map of shape {tuple(got.shape)} from {num_windows} windows in {len(calls)} "
         f"forward passes of at most {batch_size} images (batch_size "
@@ -113,7 +109,8 @@ def _run_and_compare(
     stride: int, baseline: float, batch_size: int, expected: torch.Tensor, tol: float, what: str,
 ) -> tuple[list[ForwardCall], torch.Tensor]:
     """The forward passes the student's function made and its map ``[H, W]``, after failing
-    with the likely mistake if the map differs from ``expected``."""
+    with the likely mistake if the map differs from ``expected`` or the passes break the
+    batching rule."""
     recorder = ForwardRecorder(model)
     got = student_fn(recorder, image.clone(), target, window, stride, baseline, batch_size)
     got = require_tensor(got, what)
@@ -124,7 +121,10 @@ def _run_and_compare(
     if not close(got, expected, tol):
         mistakes = _occlusion_map_mistakes(model, image, target, window, stride, baseline)
         diagnose(got, expected, mistakes, f"{what} with batch_size={batch_size}", tol)
-    return recorder.calls, got
+    calls = recorder.calls
+    require_batched([c.batch_size for c in calls], len(window_corners(image, window, stride)), batch_size, what,
+                    OCCLUDED_IMAGES, autograd_on=any(c.grad_enabled or c.output_requires_grad for c in calls))
+    return calls, got
 
 
 def _summary(values: torch.Tensor) -> str:
