@@ -79,8 +79,8 @@ def test_notebook_has_exercise_tests_written_answer_and_colab_cells(assignment):
         assert any(cell.metadata.nbgrader.grade_id.startswith(f"{e}_test") for e in exercises(assignment))
     assert any(c.cell_type == "markdown" and c.metadata.nbgrader.get("grade") for c in cells), "a written answer"
     stamped = nbtools.stamp(read(solution_path(assignment)), assignment)
-    assert [c.source for c in stamped.cells[:3]] == [c.source for c in notebook.cells[:3]], (
-        "Colab badge/setup cell out of date: run `python tools/nbtools.py stamp`"
+    assert [c.source for c in stamped.cells[:4]] == [c.source for c in notebook.cells[:4]], (
+        "Colab badge, lesson card or setup cell out of date: run `make release`"
     )
 
 

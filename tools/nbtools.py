@@ -2,19 +2,25 @@
 
 The solution notebooks are the source of truth; these helpers only make the nbgrader
 metadata right every time (schema 3, unique grade ids, points on graded cells) and stamp the
-Colab badge and setup cell, whose repository address lives in one place: ``course.toml``.
+cells every lesson shares, from one place, ``course.toml``: the Colab badge and setup cell (the
+repository's address) and the lesson card (objectives, prerequisites, lab time, the compute time
+measured from the stored outputs, links to the roadmap, glossary and cheat sheet). The README's
+roadmap table is stamped from the same file.
 
 Command line::
 
-    python tools/nbtools.py stamp            # refresh badge + setup cell in every solution
+    python tools/nbtools.py stamp            # refresh badge, card and setup cell in every solution, and the roadmap
     python tools/nbtools.py execute PATH...   # run notebooks in place, storing outputs (for nbval)
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import sys
 import tomllib
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
@@ -24,6 +30,14 @@ SOLUTIONS = COURSE_ROOT / "solutions"
 
 COLAB_SETUP_ID = "colab_setup"
 COLAB_BADGE_ID = "colab_badge"
+LESSON_CARD_ID = "lesson_card"
+STAMPED_IDS = (COLAB_BADGE_ID, LESSON_CARD_ID, COLAB_SETUP_ID)  # in the order they follow the title
+
+COMPUTE_LIMIT_SECONDS = 60  # every lesson's cells together, on 2 CPU cores
+GLOSSARY = "docs/glossary.md"
+CHEATSHEET = "docs/cheatsheet.md"
+ROADMAP = "README.md#course-roadmap"
+ROADMAP_START, ROADMAP_END = "<!-- roadmap: stamped by tools/nbtools.py from course.toml -->", "<!-- end of roadmap -->"
 
 
 def course_config() -> dict:
@@ -133,27 +147,121 @@ def _is_stamped(cell: nbformat.NotebookNode, grade_id: str) -> bool:
 
 
 def stamp(notebook: nbformat.NotebookNode, assignment: str) -> nbformat.NotebookNode:
-    """Put the current badge and setup cell after the title (replacing older ones) and tag
-    every test cell ``raises-exception``.
+    """Put the current badge, lesson card and setup cell after the title (replacing older ones)
+    and tag every test cell ``raises-exception``.
 
     Idempotent: a stamped cell whose source is already current is kept as it is (its id and
     stored output too), so re-stamping leaves an up-to-date notebook unchanged.
     """
-    old = {
-        grade_id: cell
-        for cell in notebook.cells
-        for grade_id in (COLAB_BADGE_ID, COLAB_SETUP_ID)
-        if _is_stamped(cell, grade_id)
-    }
+    old = {grade_id: cell for cell in notebook.cells for grade_id in STAMPED_IDS if _is_stamped(cell, grade_id)}
     rest = [cell for cell in notebook.cells if cell not in old.values()]
     for cell in rest:
         if cell.cell_type == "code" and cell.get("metadata", {}).get("nbgrader", {}).get("grade"):
             tag_raises_exception(cell)
-    stamped = [_current(old.get(COLAB_BADGE_ID), colab_badge(assignment)),
-               _current(old.get(COLAB_SETUP_ID), colab_setup())]
+    fresh = {COLAB_BADGE_ID: colab_badge(assignment), COLAB_SETUP_ID: colab_setup()}
+    if assignment in lessons():
+        fresh[LESSON_CARD_ID] = lesson_card(assignment, compute_seconds(notebook))
+    stamped = [_current(old.get(grade_id), fresh[grade_id]) for grade_id in STAMPED_IDS if grade_id in fresh]
     title, body = (rest[:1], rest[1:]) if rest and rest[0].cell_type == "markdown" else ([], rest)
     notebook.cells = title + stamped + body
     return notebook
+
+
+def lessons() -> dict[str, dict]:
+    """``course.toml``'s ``[lessons.NN_topic]`` tables, in course order."""
+    return dict(sorted(course_config().get("lessons", {}).items()))
+
+
+def compute_seconds(notebook: nbformat.NotebookNode) -> float | None:
+    """Seconds the stored outputs took to compute: the sum over code cells of the kernel's
+    execute-input to execute-reply times that nbclient and JupyterLab record. None when some code
+    cell has no timing (never run, or run by a tool that does not record it)."""
+    total = 0.0
+    for cell in notebook.cells:
+        if cell.cell_type != "code" or not cell.source.strip():
+            continue
+        timing = cell.get("metadata", {}).get("execution", {})
+        if "iopub.execute_input" not in timing or "shell.execute_reply" not in timing:
+            return None
+        started, finished = (datetime.fromisoformat(timing[key].replace("Z", "+00:00"))
+                             for key in ("iopub.execute_input", "shell.execute_reply"))
+        total += (finished - started).total_seconds()
+    return total
+
+
+def rounded_up_seconds(seconds: float) -> int:
+    """``seconds`` rounded up to a multiple of 5 (so a re-run a little faster or slower keeps the
+    card as it is), at least 5."""
+    return max(5, 5 * math.ceil(seconds / 5))
+
+
+def glossary_anchor(term: str) -> str:
+    """The link target of a glossary heading ``### term`` (GitHub and JupyterLab agree on it for
+    lower-case words, digits, hyphens and spaces, the only characters terms use)."""
+    if not re.fullmatch(r"[a-z0-9\- ]+", term):
+        raise ValueError(f"glossary term {term!r}: use lower-case letters, digits, spaces and hyphens only")
+    return term.replace(" ", "-")
+
+
+def _lesson_link(name: str) -> str:
+    return f"[{name}](../{name}/{name}.ipynb)"
+
+
+def lesson_card(assignment: str, seconds: float | None) -> nbformat.NotebookNode:
+    """The card after the title: objectives, prerequisites, time, terms and reference links.
+
+    Links are relative, so they work offline in JupyterLab from solutions/ and notebooks/ alike.
+    """
+    lesson = lessons()[assignment]
+    objectives = "\n".join(f"{i}. {objective}" for i, objective in enumerate(lesson["objectives"], start=1))
+    before = "; ".join(lesson["prerequisites"])
+    builds_on = ", ".join(_lesson_link(name) for name in lesson["builds_on"]) or "nothing: start here"
+    compute = (f"running every cell takes about {rounded_up_seconds(seconds)} s on 2 CPU cores (measured when "
+               "the outputs were stored)" if seconds is not None else "compute time not measured yet")
+    terms = ", ".join(f"[{term}](../../{GLOSSARY}#{glossary_anchor(term)})" for term in lesson["terms"])
+    text = f"""**After this lesson you can**
+
+{objectives}
+
+**Before you start:** {before}. Builds on: {builds_on}.
+
+**Time:** about {lesson["lab_minutes"]} minutes as a lab; {compute}.
+
+**New terms:** {terms}. Look up any term in the [glossary](../../{GLOSSARY}), each method's question, cost
+and known failure in the [cheat sheet](../../{CHEATSHEET}), and where this lesson sits in the
+[course roadmap](../../{ROADMAP})."""
+    cell = markdown(text)
+    cell.metadata.update(_nbgrader(locked=True, grade_id=LESSON_CARD_ID))
+    return cell
+
+
+def roadmap_table(notebooks: dict[str, nbformat.NotebookNode]) -> str:
+    """The README's roadmap: every lesson, its title, what it builds on and its times."""
+    rows = ["| # | lesson | builds on | lab | compute |",
+            "|---|---|---|---|---|"]
+    for name, lesson in lessons().items():
+        number, topic = name.split("_", 1)
+        builds_on = ", ".join(other.split("_", 1)[0] for other in lesson["builds_on"]) or "–"
+        seconds = compute_seconds(notebooks[name]) if name in notebooks else None
+        compute = f"~{rounded_up_seconds(seconds)} s" if seconds is not None else "?"
+        title = _title(notebooks[name]) if name in notebooks else topic
+        rows.append(f"| {number} | [{title}](notebooks/{name}/{name}.ipynb) | {builds_on} | "
+                    f"{lesson['lab_minutes']} min | {compute} |")
+    return "\n".join(rows)
+
+
+def _title(notebook: nbformat.NotebookNode) -> str:
+    """The lesson's title without its number: ``# 02 · Saliency maps: ...`` -> ``Saliency maps: ...``."""
+    first_line = notebook.cells[0].source.splitlines()[0]
+    return first_line.lstrip("# ").split(" · ", 1)[-1]
+
+
+def stamp_readme(readme: str, notebooks: dict[str, nbformat.NotebookNode]) -> str:
+    """``readme`` with the text between the roadmap markers replaced by the current table."""
+    start, end = readme.find(ROADMAP_START), readme.find(ROADMAP_END)
+    if start < 0 or end < start:
+        raise ValueError(f"README.md needs the markers {ROADMAP_START} and {ROADMAP_END} around the roadmap table")
+    return readme[: start + len(ROADMAP_START)] + "\n" + roadmap_table(notebooks) + "\n" + readme[end:]
 
 
 def _current(existing: nbformat.NotebookNode | None, fresh: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -210,10 +318,15 @@ def solution_notebooks() -> list[Path]:
 def main(argv: list[str]) -> int:
     command, *paths = argv or ["help"]
     if command == "stamp":
+        notebooks = {}
         for path in solution_notebooks():
             notebook = nbformat.read(str(path), as_version=4)
             write(stamp(notebook, path.stem), path)
+            notebooks[path.stem] = notebook
             print("stamped", path.relative_to(COURSE_ROOT))
+        readme = COURSE_ROOT / "README.md"
+        readme.write_text(stamp_readme(readme.read_text(), notebooks))
+        print("stamped the roadmap in README.md")
         return 0
     if command == "execute":
         for path in map(Path, paths):
