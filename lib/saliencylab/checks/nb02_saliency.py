@@ -80,12 +80,14 @@ def _saliency_map_mistakes(model: nn.Module, images: torch.Tensor, targets: list
     mistakes = {
         "you forgot the absolute value: take |gradient| before the max over channels "
         "(a large negative gradient matters as much as a large positive one).": signed.amax(dim=1),
-        "you summed |gradient| over the colour channels: Simonyan et al. take the maximum "
-        "over channels (.amax(dim=1)).": signed.abs().sum(dim=1),
+        "you summed |gradient| over the colour channels: a valid convention (section 3 compares "
+        "them), but this exercise asks for Simonyan et al.'s maximum over channels "
+        "(.amax(dim=1)).": signed.abs().sum(dim=1),
         "you averaged |gradient| over the colour channels: take the maximum over channels "
         "(.amax(dim=1)).": signed.abs().mean(dim=1),
-        "you summed the signed gradient over channels before the absolute value: take "
-        "|gradient| first, then the maximum over channels.": signed.sum(dim=1).abs(),
+        "you summed the signed gradient over channels before the absolute value (the "
+        "convention of Integrated Gradients, notebook 09): this exercise asks for |gradient| "
+        "first, then the maximum over channels.": signed.sum(dim=1).abs(),
         "you averaged the signed gradient over channels before the absolute value: take "
         "|gradient| first, then the maximum over channels.": signed.mean(dim=1).abs(),
         "you differentiated softmax probabilities: differentiate the logit (the model's raw "
