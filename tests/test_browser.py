@@ -1,9 +1,9 @@
-"""The course as a student meets it: `make lab`'s JupyterLab in a real (headless) Chromium.
+"""The course as a student and a lecturer meet it: `make lab`'s JupyterLab in a real (headless)
+Chromium, one browser session, the notebooks one after another.
 
-Opens notebooks/01_linear_models, runs all cells from the Run menu, saves, and checks the saved
-notebook: every code cell ran and the only errors are the NotImplementedErrors of the unfilled
-exercises. Then the solution notebook, which must run without any error. Screenshots go to
-.test-artifacts/.
+Every student notebook: Run All from the Run menu, save, and check the saved notebook: every
+code cell ran and the only errors are the NotImplementedErrors of the unfilled exercises. Every
+solution notebook: the same, without any error at all. Screenshots go to .test-artifacts/.
 
 Slow, so opt-in locally (SALIENCYLAB_BROWSER_TESTS=1); CI (CI=true) always runs it. Debian's
 chromium is installed when missing (apt-get, as root); the Python playwright package drives it and
@@ -27,7 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / ".test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
-ASSIGNMENT = "01_linear_models"
+ASSIGNMENTS = sorted(p.parent.name for p in (ROOT / "solutions").glob("*/*.ipynb") if p.stem == p.parent.name)
 TOKEN = "saliencylab-browser-test"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -63,8 +63,9 @@ def free_port() -> int:
 def lab(tmp_path_factory):
     """`make lab` serving a copy of the course (running cells must not touch the repository)."""
     course = tmp_path_factory.mktemp("course")
-    shutil.copytree(ROOT / "notebooks" / ASSIGNMENT, course / "notebooks" / ASSIGNMENT)
-    shutil.copytree(ROOT / "solutions" / ASSIGNMENT, course / "solutions" / ASSIGNMENT)
+    for folder in ("notebooks", "solutions", "docs"):
+        shutil.copytree(ROOT / folder, course / folder, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    shutil.copy(ROOT / "README.md", course)
     settings = course / "lab-settings"
     # Render every cell (JupyterLab 4 only renders the visible ones by default) and skip the news prompt.
     for plugin, values in {"notebook-extension/tracker": {"windowingMode": "none"},
@@ -131,8 +132,19 @@ def run_all_in_lab(browser, base: str, course: Path, relative: str, name: str) -
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"browser-{name}.png"), full_page=False)
     page.close()
+    shut_down_kernels(base)  # one kernel at a time: each holds a model
     assert path.stat().st_mtime != before, "the notebook was not saved"
     return nbformat.read(str(path), as_version=4)
+
+
+def shut_down_kernels(base: str) -> None:
+    """Stop every kernel the server runs (closing a notebook's page leaves its kernel running)."""
+    headers = {"Authorization": f"token {TOKEN}"}
+    with urllib.request.urlopen(urllib.request.Request(f"{base}/api/kernels", headers=headers), timeout=30) as reply:
+        kernels = json.load(reply)
+    for kernel in kernels:
+        request = urllib.request.Request(f"{base}/api/kernels/{kernel['id']}", method="DELETE", headers=headers)
+        urllib.request.urlopen(request, timeout=60).close()
 
 
 PROMPTS_JS = "() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(q => q.textContent.trim())"
@@ -189,9 +201,10 @@ def not_run(notebook: nbformat.NotebookNode) -> list[str]:
             and c.execution_count is None]
 
 
-def test_student_release_runs_to_the_end_with_only_unfinished_exercise_errors(lab, browser):
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_student_release_runs_to_the_end_with_only_unfinished_exercise_errors(lab, browser, assignment):
     base, course = lab
-    saved = run_all_in_lab(browser, base, course, f"notebooks/{ASSIGNMENT}/{ASSIGNMENT}.ipynb", "release")
+    saved = run_all_in_lab(browser, base, course, f"notebooks/{assignment}/{assignment}.ipynb", f"{assignment}-release")
     assert not not_run(saved), f"cells that never ran: {not_run(saved)}"
     found = errors(saved)
     assert found, "the unfilled exercises should raise NotImplementedError"
@@ -199,8 +212,9 @@ def test_student_release_runs_to_the_end_with_only_unfinished_exercise_errors(la
     assert not unexpected, f"errors other than unfinished exercises: {unexpected}"
 
 
-def test_solution_runs_without_errors(lab, browser):
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_solution_runs_without_errors(lab, browser, assignment):
     base, course = lab
-    saved = run_all_in_lab(browser, base, course, f"solutions/{ASSIGNMENT}/{ASSIGNMENT}.ipynb", "solution")
+    saved = run_all_in_lab(browser, base, course, f"solutions/{assignment}/{assignment}.ipynb", f"{assignment}-solution")
     assert not not_run(saved), f"cells that never ran: {not_run(saved)}"
     assert not errors(saved), f"errors in the solution notebook: {errors(saved)}"
