@@ -6,7 +6,7 @@ Colab badge and setup cell, whose repository address lives in one place: ``cours
 
 Command line::
 
-    python tools/nbtools.py stamp            # refresh badge + setup cell in every solution
+    python tools/nbtools.py stamp            # refresh badge + setup cell, slide types (tools/slides.py)
     python tools/nbtools.py execute PATH...   # run notebooks in place, storing outputs (for nbval)
 """
 
@@ -18,6 +18,8 @@ import tomllib
 from pathlib import Path
 
 import nbformat
+
+import slides
 
 COURSE_ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = COURSE_ROOT / "solutions"
@@ -212,7 +214,7 @@ def main(argv: list[str]) -> int:
     if command == "stamp":
         for path in solution_notebooks():
             notebook = nbformat.read(str(path), as_version=4)
-            write(stamp(notebook, path.stem), path)
+            write(slides.annotate(stamp(notebook, path.stem)), path)
             print("stamped", path.relative_to(COURSE_ROOT))
         return 0
     if command == "execute":
