@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.saliencylab-installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup lab test test-fast release grade feedback bench clean-grading
+.PHONY: setup lab test test-fast release slides grade feedback bench clean-grading
 
 setup: $(STAMP)
 
@@ -41,6 +41,12 @@ test-fast: setup
 release: setup
 	$(PY) tools/nbtools.py stamp
 	$(PY) tools/release.py
+
+# One reveal.js deck per lesson, slides/NN_topic.slides.html, from the solutions' stored outputs
+# (nothing is run: re-run an edited lesson with tools/nbtools.py execute first). The decks load
+# reveal.js and MathJax from slides/ itself, so they open from the disk without a network.
+slides: setup
+	$(PY) tools/slides.py build
 
 # JOBS=N submissions at a time (default: one per core); SCHEDULER=tcp://host:8786 sends them to a
 # Dask cluster; FORCE=1 regrades submissions that have not changed since the last run.

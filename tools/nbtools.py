@@ -9,7 +9,8 @@ roadmap table is stamped from the same file.
 
 Command line::
 
-    python tools/nbtools.py stamp            # refresh badge, card and setup cell in every solution, and the roadmap
+    python tools/nbtools.py stamp            # refresh badge, card, setup cell and slide types (tools/slides.py)
+                                             # in every solution, and the README's roadmap
     python tools/nbtools.py execute PATH...   # run notebooks in place, storing outputs (for nbval)
 """
 
@@ -24,6 +25,8 @@ from datetime import datetime
 from pathlib import Path
 
 import nbformat
+
+import slides
 
 COURSE_ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = COURSE_ROOT / "solutions"
@@ -321,7 +324,8 @@ def main(argv: list[str]) -> int:
         notebooks = {}
         for path in solution_notebooks():
             notebook = nbformat.read(str(path), as_version=4)
-            write(stamp(notebook, path.stem), path)
+            notebook = slides.annotate(stamp(notebook, path.stem))
+            write(notebook, path)
             notebooks[path.stem] = notebook
             print("stamped", path.relative_to(COURSE_ROOT))
         readme = COURSE_ROOT / "README.md"

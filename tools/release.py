@@ -3,6 +3,8 @@
 nbgrader's ``generate_assignment --force`` deletes ``notebooks/<assignment>/`` before it
 writes the new one, so a failure would leave students with nothing. Here every assignment is
 generated in a temporary copy of the course first and only swapped in when that succeeded.
+The lecture's metadata (slide types, RISE settings: tools/slides.py) is stripped from what
+students get.
 
     python tools/release.py               # every assignment
     python tools/release.py 02_saliency   # just one
@@ -16,6 +18,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import nbformat
+
+import slides
 
 COURSE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,7 +56,16 @@ def generate(assignment: str, workdir: Path) -> Path:
     generated = workdir / "notebooks" / assignment
     if result.returncode != 0 or not (generated / f"{assignment}.ipynb").exists():
         raise RuntimeError(f"nbgrader could not generate {assignment}:\n{result.stdout}\n{result.stderr}")
+    for path in generated.glob("*.ipynb"):
+        strip_lecture_metadata(path)
     return generated
+
+
+def strip_lecture_metadata(path: Path) -> None:
+    """Rewrite a generated notebook without what only the lecture uses (slide types, RISE
+    settings), as nbformat writes it (nbgrader writes the same way)."""
+    notebook = nbformat.read(str(path), as_version=4)
+    nbformat.write(slides.strip_lecture_metadata(notebook), str(path))
 
 
 def release(assignment: str) -> None:
