@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -218,3 +219,41 @@ def test_solution_runs_without_errors(lab, browser, assignment):
     saved = run_all_in_lab(browser, base, course, f"solutions/{assignment}/{assignment}.ipynb", f"{assignment}-solution")
     assert not not_run(saved), f"cells that never ran: {not_run(saved)}"
     assert not errors(saved), f"errors in the solution notebook: {errors(saved)}"
+
+
+DECK_LESSON = "02_saliency"
+
+
+def test_a_static_deck_steps_through_every_slide_offline(browser, tmp_path):
+    """`make slides`'s deck of one lesson, opened from the disk: reveal.js starts without any
+    network request, and pressing "n" (next) walks through every slide to the last."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import slides
+
+    deck = slides.build([ROOT / "solutions" / DECK_LESSON / f"{DECK_LESSON}.ipynb"], tmp_path)[0]
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    requested = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(deck.as_uri())
+    page.wait_for_function("() => window.Reveal && Reveal.isReady()", timeout=60_000)
+    total = page.evaluate("() => Reveal.getTotalSlides()")
+    expected = slides.slide_count(nbformat.read(str(ROOT / "solutions" / DECK_LESSON / f"{DECK_LESSON}.ipynb"), as_version=4))
+    assert total >= expected, f"the deck has {total} slides, the notebook's metadata {expected}"
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"deck-{DECK_LESSON}-first.png"))
+    seen = set()
+    for step in range(4 * total + 50):  # fragments take extra presses
+        indices = page.evaluate("() => { const i = Reveal.getIndices(); return [i.h, i.v]; }")
+        seen.add(tuple(indices))
+        if page.evaluate("() => Reveal.isLastSlide() && !Reveal.availableFragments().next"):
+            break
+        page.keyboard.press("n")  # next in reading order: fragments, then vertical and horizontal slides
+        if step == 10:
+            page.wait_for_timeout(1000)  # the slide transition
+            page.screenshot(path=str(ARTIFACTS / f"deck-{DECK_LESSON}-middle.png"))
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(ARTIFACTS / f"deck-{DECK_LESSON}-last.png"))
+    page.close()
+    assert len(seen) == total, f"stepped through {len(seen)} of {total} slides"
+    online = [url for url in requested if not url.startswith(("file:", "data:", "blob:", "about:"))]
+    assert not online, f"the deck asked the network for {online[:5]}"
