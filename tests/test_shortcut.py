@@ -1,4 +1,5 @@
-"""Lesson 11's planted shortcut: the mark and the two models that ship with the package.
+"""Lesson 11's planted shortcut: the mark, the two models that ship with the package, and the
+metric that measures how much of a map falls on the mark (``saliencylab.metrics.mask_share``).
 
 The models' known answer is what the lesson grades attribution methods against, so it is
 tested here on the shipped weights: the shortcut model follows a moved mark, its twin does not.
@@ -7,12 +8,15 @@ tested here on the shipped weights: the shortcut model follows a moved mark, its
 from __future__ import annotations
 
 import json
+import warnings
 
+import numpy as np
 import pytest
 import torch
 
 from saliencylab import SaliencyLabError, digits, shortcut
 from saliencylab.digits import DigitsTrainingSettings, load_digits_images
+from saliencylab.metrics import mask_share
 from saliencylab.models import load_model
 from saliencylab.shortcut import MARK_SIZE, mark_box, mark_classes, mark_masks, plant_mark, shortcut_report
 
@@ -135,3 +139,58 @@ def test_a_twin_is_trained_with_random_marks():
     with pytest.raises(SaliencyLabError, match="placement must be one of"):
         shortcut.train_shortcut_cnn("other")
     assert set(shortcut.TRAINERS) == set(MODELS) and set(MODELS) < set(digits.TRAINED_MODEL_NAMES)
+
+
+# ---------------------------------------------------------------- mask_share
+
+
+def test_mask_share_is_the_positive_mass_inside_over_all_positive_mass():
+    maps = torch.tensor([[[1.0, 2.0], [-3.0, 4.0]], [[0.0, 1.0], [1.0, 2.0]]])
+    masks = torch.tensor([[[True, False], [False, True]], [[False, False], [True, True]]])
+    assert mask_share(maps, masks).tolist() == pytest.approx([5 / 7, 3 / 4])
+    assert mask_share(maps, masks, absolute=True).tolist() == pytest.approx([5 / 10, 3 / 4])
+    assert mask_share(maps[0], masks[0]) == pytest.approx(5 / 7)
+    boxes = torch.tensor([[0, 0, 1, 2], [1, 0, 2, 2]])  # top row, bottom row
+    assert mask_share(maps, boxes).tolist() == pytest.approx([3 / 7, 3 / 4])
+
+
+def test_an_even_map_scores_the_region_s_area_and_scale_does_not_matter():
+    masks = mark_masks(torch.tensor([0, 9]))
+    even = torch.ones(2, 32, 32)
+    assert mask_share(even, masks).tolist() == pytest.approx([9 / 1024] * 2)
+    maps = torch.rand(2, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(mask_share(1000 * maps, masks), mask_share(maps, masks))
+
+
+@pytest.mark.parametrize("maps, masks, kwargs, message", [
+    (-torch.rand(2, 4, 4), torch.ones(2, 4, 4, dtype=torch.bool), {}, r"image\(s\) \[0, 1\] has no positive value"),
+    (torch.zeros(1, 4, 4), torch.ones(1, 4, 4, dtype=torch.bool), {"absolute": True}, "is zero everywhere"),
+    (torch.rand(2, 4, 4), torch.zeros(2, 4, 4, dtype=torch.bool), {}, "covers no pixel"),
+    (torch.rand(2, 4, 4), torch.ones(3, 4, 4, dtype=torch.bool), {}, "masks have shape"),
+    (torch.rand(2, 4, 4), torch.ones(2, 4, 4), {}, "bool"),
+    (torch.rand(2, 3, 4, 4), torch.ones(2, 4, 4, dtype=torch.bool), {}, "per-channel attributions"),
+    (torch.full((1, 4, 4), float("nan")), torch.ones(1, 4, 4, dtype=torch.bool), {}, "NaN"),
+])
+def test_mask_share_refuses_what_has_no_share(maps, masks, kwargs, message):
+    with pytest.raises(SaliencyLabError, match=message):
+        mask_share(maps, masks, **kwargs)
+
+
+def test_mask_share_is_quantus_relevance_mass_accuracy_for_unsigned_maps():
+    """Quantus' ``RelevanceMassAccuracy(normalise=False)`` sums the map as given: for maps
+    without negative values that is our positive mass, and with ``abs=True`` it is our
+    ``absolute=True``. (For signed maps without ``abs`` Quantus sums signed values, so negative
+    evidence outside the region can push its share above 1; we keep the positive part, as Arras
+    et al. define the relevance mass.)"""
+    quantus = pytest.importorskip("quantus")
+    generator = torch.Generator().manual_seed(0)
+    signed = torch.randn(3, 8, 8, generator=generator)
+    masks = torch.rand(3, 8, 8, generator=generator) > 0.7
+    for maps, absolute in ((signed.abs(), False), (signed, True)):
+        metric = quantus.RelevanceMassAccuracy(normalise=False, abs=absolute, disable_warnings=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theirs = metric(model=None, x_batch=np.zeros((3, 1, 8, 8), dtype=np.float32),
+                            y_batch=np.zeros(3, dtype=int), a_batch=maps[:, None].numpy(),
+                            s_batch=masks[:, None].numpy().astype(np.float32))
+        assert mask_share(maps, masks, absolute=absolute).tolist() == pytest.approx(list(theirs), rel=1e-6)
