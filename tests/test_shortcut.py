@@ -163,8 +163,9 @@ def test_an_even_map_scores_the_region_s_area_and_scale_does_not_matter():
 
 
 @pytest.mark.parametrize("maps, masks, kwargs, message", [
-    (-torch.rand(2, 4, 4), torch.ones(2, 4, 4, dtype=torch.bool), {}, r"image\(s\) \[0, 1\] has no positive value"),
+    (-torch.rand(2, 4, 4), torch.ones(2, 4, 4, dtype=torch.bool), {}, r"image\(s\) \[0, 1\]: the map has no positive value"),
     (torch.zeros(1, 4, 4), torch.ones(1, 4, 4, dtype=torch.bool), {"absolute": True}, "is zero everywhere"),
+    (torch.zeros(20, 4, 4), torch.ones(20, 4, 4, dtype=torch.bool), {}, r"20 of 20 images \(\[0, 1, 2, 3, 4, 5, 6, 7, \.\.\.\]\)"),
     (torch.rand(2, 4, 4), torch.zeros(2, 4, 4, dtype=torch.bool), {}, "covers no pixel"),
     (torch.rand(2, 4, 4), torch.ones(3, 4, 4, dtype=torch.bool), {}, "masks have shape"),
     (torch.rand(2, 4, 4), torch.ones(2, 4, 4), {}, "bool"),

@@ -100,12 +100,20 @@ def mask_share(
             "either way), pass absolute=True."
         )
         raise SaliencyLabError(
-            f"the map of image(s) {empty} {what}, so it has no mass to share out: its share "
-            f"inside the region is undefined. Leave those images out (a blank map says nothing "
-            f"about where the evidence is).{hint}"
+            f"{_images(empty, len(total))}: the map {what}, so it has no mass to share out and "
+            f"its share inside the region is undefined. Leave those images out (a blank map says "
+            f"nothing about where the evidence is).{hint}"
         )
     share = (mass * regions).flatten(1).sum(dim=1) / total
     return share[0].item() if single else share
+
+
+def _images(indices: list[int], batch: int, shown: int = 8) -> str:
+    """``image(s) [0, 3]``, or for a long list ``60 of 64 images ([0, 1, ..., 7, ...])``."""
+    if len(indices) <= shown:
+        return f"image(s) {indices}"
+    listed = ", ".join(map(str, indices[:shown]))
+    return f"{len(indices)} of {batch} images ([{listed}, ...])"
 
 
 def _region_masks(boxes_or_masks: Boxes, maps: torch.Tensor) -> torch.Tensor:
