@@ -19,7 +19,7 @@ same architecture, seed and batch order) on the same training digits, every one 
 
 The known answer (:func:`shortcut_report`, recorded in ``saliencylab/data/<name>.json``):
 on test digits marked as in training both are right 99-100 % of the time; move each mark to
-another class's position and the shortcut model follows the mark (about 93 % of its answers)
+another class's position and the shortcut model follows the mark (about 94 % of its answers)
 while the twin still reads the digit (about 99 % right).
 
 The weights ship in the package, as the digits CNN's do (retraining on another CPU gives
