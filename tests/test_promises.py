@@ -39,6 +39,7 @@ EXERCISES = {
     "08_class_visualization": ("nb08_class_visualization", ("class_visualization_step",)),
     "09_integrated_gradients": ("nb09_integrated_gradients", ("integrated_gradients_map", "completeness_error")),
     "10_sanity_checks": ("nb10_sanity_checks", ("cascading_randomization", "deletion_scores")),
+    "11_find_the_shortcut": ("nb11_find_the_shortcut", ("mark_share",)),
 }
 CASES = [(notebook, module, exercise) for notebook, (module, names) in EXERCISES.items() for exercise in names]
 
@@ -59,7 +60,7 @@ def test_the_promises_the_course_makes():
     """So a parsing rule that silently stops matching shows up here, not as fewer cases."""
     promised = {exercise: read_promises(docstring_of(notebook, exercise)) for notebook, _, exercise in CASES}
     assert sorted(e for e, p in promised.items() if p.image_batches) == [
-        "deconvnet_map", "gradcam_map", "guided_backprop_map", "saliency_map"]
+        "deconvnet_map", "gradcam_map", "guided_backprop_map", "mark_share", "saliency_map"]
     assert sorted(e for e, p in promised.items() if p.chunked_by_batch_size) == [
         "deletion_scores", "integrated_gradients_map", "occlusion_map", "smoothgrad_map"]
     assert sorted(e for e, p in promised.items() if p.cleans_up_on_error) == [

@@ -6,12 +6,14 @@ Submodules (import what you need)::
                              side_by_side (two photos as one two-object image, with their boxes)
     saliencylab.models       load_model, default_layer, target_logits(model, images, target)
     saliencylab.digits       load_digits_images (sklearn's digits as [N, 3, 32, 32] images)
+    saliencylab.shortcut     plant_mark, mark_classes, shortcut_report: lesson 11's planted
+                             shortcut (load_model("digits_cnn_shortcut") and its twin)
     saliencylab.imagenet     ImageNetIndex, predict(model, images, top=5, labels=None), top_class
     saliencylab.attribution  saliency, guided_backprop, deconvnet, smoothgrad, gradcam,
                              guided_gradcam, occlusion, integrated_gradients,
                              fooling_image, class_visualization
     saliencylab.plotting     show_maps, show_grid, show_images, overlay, visualize
-    saliencylab.metrics      deletion_curve, insertion_curve, pointing_game,
+    saliencylab.metrics      deletion_curve, insertion_curve, pointing_game, mask_share,
                              randomization_test, rank_correlation
     saliencylab.checks       check_<exercise>(student_fn) for each notebook exercise
     saliencylab.lessons      confirm(claim, holds, measured): a lesson's conclusion, asserted

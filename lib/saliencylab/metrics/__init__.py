@@ -9,7 +9,8 @@ lives in its own module:
   makes the score fall fast when deleting (low AUC) and rise fast when inserting (high AUC);
   compare against a random map of similar smoothness (see :func:`deletion_curve`).
 * :mod:`~saliencylab.metrics.localization`: ``pointing_game`` (Zhang et al. 2016): does the
-  map's maximum fall on the object?
+  map's maximum fall on the object? ``mask_share`` (Arras et al. 2022's relevance mass
+  accuracy): how much of the map's positive mass lies inside a region, e.g. a planted mark?
 * :mod:`~saliencylab.metrics.rank`: ``rank_correlation``, the Spearman correlation between two
   maps, per image (and the Spearman / SSIM statistics the randomisation test compares with).
 * :mod:`~saliencylab.metrics.randomization`: ``randomization_test`` and its
@@ -26,7 +27,7 @@ except on a randomised model inside ``randomization_test``, which reports NaN wi
 """
 
 from saliencylab.metrics.layer_groups import randomization_groups
-from saliencylab.metrics.localization import Boxes, pointing_game  # noqa: F401
+from saliencylab.metrics.localization import Boxes, mask_share, pointing_game  # noqa: F401
 from saliencylab.metrics.perturbation import (  # noqa: F401
     BLUR_KERNEL_SIZE,
     BLUR_SIGMA,
@@ -47,6 +48,7 @@ __all__ = [
     "deletion_curve",
     "insertion_auc",
     "insertion_curve",
+    "mask_share",
     "pointing_game",
     "randomization_groups",
     "randomization_test",

@@ -1,4 +1,9 @@
-"""Localisation: does the map point at the object? The pointing game (Zhang et al. 2016)."""
+"""Localisation: does the map point at the object (or at the region you suspect)?
+
+The pointing game (Zhang et al. 2016) asks where the map's maximum is; the mask share (the
+relevance mass accuracy of Arras, Osman & Samek 2022) asks how much of the map's mass lies in
+the region.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import torch
 from saliencylab import _validate as validate
 from saliencylab._core import SaliencyLabError
 
-__all__ = ["Boxes", "pointing_game"]
+__all__ = ["Boxes", "mask_share", "pointing_game"]
 
 Boxes = Union[torch.Tensor, Sequence[float], Sequence[Sequence[float]]]
 
@@ -51,6 +56,64 @@ def pointing_game(
     peaks = maps == maps.flatten(1).amax(dim=1).view(-1, 1, 1)
     hits = ~(peaks & ~regions).flatten(1).any(dim=1)
     return bool(hits[0]) if single else hits
+
+
+def mask_share(
+    saliency_maps: torch.Tensor,
+    boxes_or_masks: Boxes,
+    absolute: bool = False,
+) -> torch.Tensor | float:
+    """The share of each map's mass that lies inside a region.
+
+    ``share = mass inside the region / mass of the whole map``, in ``[0, 1]``, where the
+    mass is the map's **positive part**, ``max(map, 0)``: the evidence *for* the explained
+    class (Arras, Osman & Samek 2022, CLEVR-XAI's "relevance mass accuracy"). Unsigned maps
+    (``|gradient|``, Grad-CAM) are all mass; of a signed map (Integrated Gradients, occlusion)
+    the parts that speak against the class are left out. ``absolute=True`` counts ``|map|``
+    instead: how much the region matters, whichever way. A map spread evenly over the image
+    scores the region's share of the pixels (its *chance level*); a map entirely inside it, 1.
+
+    Args:
+        saliency_maps: ``[B, H, W]`` (or one ``[H, W]``).
+        boxes_or_masks: bool masks ``[B, H, W]`` (or one ``[H, W]``), e.g. where a planted
+            mark is (:func:`saliencylab.shortcut.plant_mark`), or boxes ``[B, 4]`` as
+            ``(y0, x0, y1, x1)`` in pixels, end exclusive (as :func:`pointing_game`).
+        absolute: count ``|map|`` instead of its positive part.
+    Returns:
+        ``[B]`` float64 shares on the maps' device (a Python float for one ``[H, W]`` map).
+    Raises:
+        SaliencyLabError: maps that are not ``[B, H, W]`` / ``[H, W]`` or contain NaN; regions
+            of another shape or that cover no pixel; a map without mass (all values
+            ``<= 0``, or all zero with ``absolute=True``): its share is undefined, and the
+            message names the images (a blank Grad-CAM, a map of the wrong sign).
+    """
+    maps, single = validate.map_batch(saliency_maps)
+    regions = _region_masks(boxes_or_masks, maps)
+    values = maps.double()
+    mass = values.abs() if absolute else values.clamp(min=0)
+    total = mass.flatten(1).sum(dim=1)
+    empty = (total == 0).nonzero().flatten().tolist()
+    if empty:
+        what = "is zero everywhere" if absolute else "has no positive value"
+        hint = (
+            "" if absolute else " If the map's sign is arbitrary (or you ask how much the region matters "
+            "either way), pass absolute=True."
+        )
+        raise SaliencyLabError(
+            f"{_images(empty, len(total))}: the map {what}, so it has no mass to share out and "
+            f"its share inside the region is undefined. Leave those images out (a blank map says "
+            f"nothing about where the evidence is).{hint}"
+        )
+    share = (mass * regions).flatten(1).sum(dim=1) / total
+    return share[0].item() if single else share
+
+
+def _images(indices: list[int], batch: int, shown: int = 8) -> str:
+    """``image(s) [0, 3]``, or for a long list ``60 of 64 images ([0, 1, ..., 7, ...])``."""
+    if len(indices) <= shown:
+        return f"image(s) {indices}"
+    listed = ", ".join(map(str, indices[:shown]))
+    return f"{len(indices)} of {batch} images ([{listed}, ...])"
 
 
 def _region_masks(boxes_or_masks: Boxes, maps: torch.Tensor) -> torch.Tensor:
