@@ -1,4 +1,4 @@
-"""Lesson 11's planted shortcut: the mark, the two models that ship with the package, and the
+"""Lesson 13's planted shortcut: the mark, the two models that ship with the package, and the
 metric that measures how much of a map falls on the mark (``saliencylab.metrics.mask_share``).
 
 The models' known answer is what the lesson grades attribution methods against, so it is
@@ -108,7 +108,7 @@ def test_the_shipped_weights_match_their_record(name, models):
 
 
 def test_the_shortcut_model_follows_the_mark_and_its_twin_reads_the_digit(models):
-    """The known answer lesson 11 grades attribution against, with margins well inside the
+    """The known answer lesson 13 grades attribution against, with margins well inside the
     measured values (shortcut: 100 % / 83 % / 4.9 % right, follows 94 %; twin: 98.7 / 98.7 / 98.9 %)."""
     shortcut_model, twin = (shortcut_report(models[name]) for name in MODELS)
     assert shortcut_model["marked"] > 0.98 and twin["marked"] > 0.97, "both look right on the test set as collected"

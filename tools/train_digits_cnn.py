@@ -1,11 +1,11 @@
 """Train one of the course's digits CNNs and store it in the package (<name>.pt + <name>.json).
 
     python tools/train_digits_cnn.py                                # digits_cnn
-    python tools/train_digits_cnn.py --model digits_cnn_shortcut    # lesson 11's shortcut model
+    python tools/train_digits_cnn.py --model digits_cnn_shortcut    # lesson 13's shortcut model
     python tools/train_digits_cnn.py --model digits_cnn_shortcut_twin --out DIR
 
 The models (saliencylab.digits.TRAINED_MODEL_NAMES) share one recipe: ``digits_cnn`` on the
-digits as they are, lesson 11's two on digits with a planted mark (saliencylab.shortcut).
+digits as they are, lesson 13's two on digits with a planted mark (saliencylab.shortcut).
 Training is seeded and deterministic on one machine (a few seconds on one CPU thread); another
 CPU gives other weights of about the same accuracy, which is why the weights ship with the
 package. The JSON records the held-out accuracies, the settings and a fingerprint of the weights.

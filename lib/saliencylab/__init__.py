@@ -6,7 +6,7 @@ Submodules (import what you need)::
                              side_by_side (two photos as one two-object image, with their boxes)
     saliencylab.models       load_model, default_layer, target_logits(model, images, target)
     saliencylab.digits       load_digits_images (sklearn's digits as [N, 3, 32, 32] images)
-    saliencylab.shortcut     plant_mark, mark_classes, shortcut_report: lesson 11's planted
+    saliencylab.shortcut     plant_mark, mark_classes, shortcut_report: lesson 13's planted
                              shortcut (load_model("digits_cnn_shortcut") and its twin)
     saliencylab.imagenet     ImageNetIndex, predict(model, images, top=5, labels=None), top_class
     saliencylab.attribution  saliency, guided_backprop, deconvnet, smoothgrad, gradcam,

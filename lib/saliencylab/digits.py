@@ -14,7 +14,7 @@ lands within about a percentage point of the shipped model's (measured 98.2-98.9
 
 ``load_model("digits_cnn")`` (in :mod:`saliencylab.models`) loads the stored weights; this
 module holds the architecture, the data and the training recipe that produced them. The same
-recipe trains the two models of lesson 11 on digits with a planted mark
+recipe trains the two models of lesson 13 on digits with a planted mark
 (:mod:`saliencylab.shortcut`); their weights ship and load the same way, by name.
 """
 

@@ -9,7 +9,7 @@ per output) and ``input_size`` (the side of the square images it was trained on)
 * ``"digits_cnn"``: a small CNN on scikit-learn's 8x8 digits (see :mod:`saliencylab.digits`).
 * ``"digits_cnn_shortcut"`` and its clean twin ``"digits_cnn_shortcut_twin"``: the same CNN
   trained on digits with a planted mark, which gives the label away to the first and nothing to
-  the second (lesson 11; see :mod:`saliencylab.shortcut`).
+  the second (lesson 13; see :mod:`saliencylab.shortcut`).
 * ``"alexnet"``, ``"vgg11"``, ``"vgg16"``, ``"vgg19"``, ``"resnet18"``: torchvision models; their
   pretrained weights come from torchvision's cache or a download.
 """
@@ -54,7 +54,7 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _TORCHVISION_NAMES = ("alexnet", "vgg11", "vgg16", "vgg19", "resnet18")
-_DIGITS_NAMES = TRAINED_MODEL_NAMES  # digits_cnn and lesson 11's two models, weights in saliencylab/data
+_DIGITS_NAMES = TRAINED_MODEL_NAMES  # digits_cnn and lesson 13's two models, weights in saliencylab/data
 MODEL_NAMES = ("efficientnet_lite0",) + _DIGITS_NAMES + _TORCHVISION_NAMES
 _DOWNLOAD_PROBE_TIMEOUT_S = 5.0
 

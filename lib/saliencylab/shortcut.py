@@ -1,4 +1,4 @@
-"""A planted shortcut: digits with a small mark that gives the label away (lesson 11).
+"""A planted shortcut: digits with a small mark that gives the label away (lesson 13).
 
 Every digit of the course's data set (:func:`~saliencylab.digits.load_digits_images`,
 ``[N, 3, 32, 32]`` in ``[0, 1]``) can carry **the mark**: a white 3 x 3 square on its left or

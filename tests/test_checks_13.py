@@ -1,5 +1,5 @@
-"""The check of notebook 11 (find the shortcut) accepts the reference solution and the library's
-own metric, and rejects every wrong answer in tests/wrong_answers/11_find_the_shortcut with the
+"""The check of notebook 13 (find the shortcut) accepts the reference solution and the library's
+own metric, and rejects every wrong answer in tests/wrong_answers/13_find_the_shortcut with the
 explanation that names its mistake."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from saliencylab.attribution import saliency
 from saliencylab.checks import CheckFailed, ReferenceImplementationCalled, check_mark_share
 from saliencylab.checks._common import close, non_predicted_targets
 from saliencylab.checks._fixtures import fixed_occlusion_model, smooth_random_images
-from saliencylab.checks.nb11_find_the_shortcut import (
+from saliencylab.checks.nb13_find_the_shortcut import (
     IMAGE_SIZE,
     MASK_BOXES,
     SIGNED_GRADIENT,
@@ -24,7 +24,7 @@ from saliencylab.metrics import mask_share
 from saliencylab.models import load_model
 from saliencylab.shortcut import plant_mark
 
-ASSIGNMENT, EXERCISE = "11_find_the_shortcut", "mark_share"
+ASSIGNMENT, EXERCISE = "13_find_the_shortcut", "mark_share"
 
 # wrong answer file -> a phrase its explanation must contain
 EXPECTED_EXPLANATIONS = {

@@ -1,4 +1,4 @@
-"""Checks for notebook 11 (find the shortcut: does attribution find the planted mark?).
+"""Checks for notebook 13 (find the shortcut: does attribution find the planted mark?).
 
 ``mark_share(model, images [B, 3, H, W], masks [B, H, W], method, target) -> [B]``: for each
 image, the positive part of ``method``'s map summed over the mask, divided by the positive part
