@@ -108,7 +108,7 @@ __all__ = [
 
 CSS_PREFIX = "saliencylab-explorer"
 PANEL_INCHES = 2.4
-DPI = 80  # 2.4-inch panels of 192 px: sharp enough on a slide, quick to encode
+DPI = 100  # 2.4-inch panels of 240 px: sharp on a slide, quick to encode
 CAPTION_CHARS_PER_INCH = 14  # at fontsize 9
 Number = Union[int, float]
 Fill = Union[float, torch.Tensor]
@@ -236,7 +236,9 @@ class Explorer:
         self._static_outputs: list[Any] = []  # display handles to empty once the widget is seen
         first = self.update()
         self.controls = {name: control.make_widget() for name, control in self._controls.items()}
-        self.figure = ipywidgets.Image(value=first.png, format="png")
+        # its own pixel size (a VBox would stretch it to the output's width, blurred)
+        self.figure = ipywidgets.Image(value=first.png, format="png",
+                                       layout={"align_self": "flex-start", "max_width": "100%"})
         self.figure.add_class(f"{CSS_PREFIX}-figure")
         self.status = ipywidgets.HTML(value="")
         self.status.add_class(f"{CSS_PREFIX}-status")
