@@ -110,6 +110,7 @@ CSS_PREFIX = "saliencylab-explorer"
 PANEL_INCHES = 2.4
 DPI = 100  # 2.4-inch panels of 240 px: sharp on a slide, quick to encode
 CAPTION_CHARS_PER_INCH = 14  # at fontsize 9
+MAX_FIGURE_INCHES = 10.0  # 1000 px: JupyterLab's default notebook width
 Number = Union[int, float]
 Fill = Union[float, torch.Tensor]
 
@@ -339,16 +340,21 @@ class Explorer:
 def render_png(panels: Sequence[Panel], caption: str = "") -> bytes:
     """Draw ``panels`` side by side (and ``caption`` under them) to PNG bytes.
 
-    Uses a bare ``matplotlib.figure.Figure`` on the Agg canvas, never pyplot: nothing is
-    registered with pyplot, so the notebook's inline backend never shows it a second time, and
-    nothing needs closing; the figure's artists are cleared after encoding.
+    Panels are ``PANEL_INCHES`` high and as wide as the first picture's aspect ratio asks,
+    the whole figure at most ``MAX_FIGURE_INCHES`` wide. Uses a bare
+    ``matplotlib.figure.Figure`` on the Agg canvas, never pyplot: nothing is registered with
+    pyplot, so the notebook's inline backend never shows it a second time, and nothing needs
+    closing; the figure's artists are cleared after encoding.
     """
     if not panels:
         raise SaliencyLabError("a figure needs at least one panel.")
-    width = PANEL_INCHES * max(len(panels), 2)
+    panel_width = PANEL_INCHES * _aspect(panels)
+    scale = min(1.0, MAX_FIGURE_INCHES / (panel_width * len(panels)))
+    panel_width, panel_height = panel_width * scale, PANEL_INCHES * scale
+    width = max(panel_width * len(panels), 2 * PANEL_INCHES)  # room for the caption
     lines = textwrap.wrap(caption, width=int(width * CAPTION_CHARS_PER_INCH)) if caption else []
     caption_inches = 0.1 + 0.17 * len(lines) if lines else 0.0
-    figure = Figure(figsize=(width, PANEL_INCHES + 0.3 + caption_inches), dpi=DPI)
+    figure = Figure(figsize=(width, panel_height + 0.3 + caption_inches), dpi=DPI)
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, panel in zip(axes, panels):
@@ -356,11 +362,21 @@ def render_png(panels: Sequence[Panel], caption: str = "") -> bytes:
     bottom = caption_inches / figure.get_figheight()
     if lines:
         figure.text(0.5, bottom / 2, "\n".join(lines), ha="center", va="center", fontsize=9)
-    figure.tight_layout(rect=(0, bottom, 1, 1), pad=0.4)
+    figure.tight_layout(rect=(0, bottom, 1, 1), pad=0.6)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", metadata={"Software": None})
     figure.clear()
     return buffer.getvalue()
+
+
+def _aspect(panels: Sequence[Panel]) -> float:
+    """Width over height of the first panel's picture, between 0.5 and 2.5 (1 for text)."""
+    for panel in panels:
+        picture = panel.image if panel.image is not None else panel.heatmap
+        if picture is not None:
+            height, width = picture.shape[-2:]
+            return min(max(width / height, 0.5), 2.5)
+    return 1.0
 
 
 def _draw_panel(ax: Axes, panel: Panel) -> None:
@@ -688,8 +704,7 @@ def explore_gradcam(
         cam = gradcam(model, batch, class_options[target_class], layer=layer_options[layer])[0]
         height, width = map_sizes[layer]
         return Scene(
-            panels=[Panel("photo", image=batch[0]),
-                    Panel(f"{target_class} at {layer}", image=batch[0], heatmap=cam),
+            panels=[Panel(f"{target_class} at {layer}", image=batch[0], heatmap=cam),
                     Panel(f"Grad-CAM ({height} x {width} map, upsampled)", heatmap=cam)],
             maps={"gradcam": cam},
             numbers={"map_height": height, "map_width": width},
