@@ -329,3 +329,24 @@ def test_nbconvert_html_and_slides_show_the_static_figure(tmp_path: Path) -> Non
         html = path.with_suffix(suffix).read_text()
         static_png = outputs[0].data["image/png"][:200]
         assert f"data:image/png;base64,{static_png}" in html, target
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+def test_benchmark_quick_run_times_every_explorer() -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_explorers.py"
+    spec = importlib.util.spec_from_file_location("bench_explorers", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(bench)
+    rows = bench.run(quick=True, repeats=1)
+    assert [row.name for row in rows] == [
+        "smoothgrad", "occlusion", "gradcam", "integrated_gradients",
+        "class_visualization (digits CNN)", "class_visualization (Lite0)"]
+    for row in rows:
+        assert row.reference_ms > 0 and row.open_s > 0 and row.first_s > row.cached_s >= 0
+    assert rows[0].reuse_s is not None and rows[0].reuse_s < rows[0].first_s  # no new gradients
+    assert "First updates above" in bench.table(rows)
