@@ -27,10 +27,15 @@ sample count is the mean of the first ``n``). ``bench/bench_explorers.py`` measu
 **Static fallback.** Displayed in a notebook, an explorer gives two outputs: a static PNG of
 its default setting (``image/png``) and the widget. Where no live widget frontend renders it
 (nbval, ``jupyter nbconvert --to html`` or ``--to slides``) the PNG is what shows, so lessons
-and slides always have the figure. In a live frontend (JupyterLab, Notebook 7, VS Code), the
-widget reports its first view through ipywidgets' ``_view_count`` and the static output is
-then emptied, so the figure is not shown twice. The widget output's ``text/plain`` says that
-the sliders need a running kernel. Lesson cells start with ``# NBVAL_IGNORE_OUTPUT``.
+and slides always have the figure: nbclient stores the widgets' state in the notebook, and
+nbconvert then renders the widget view by loading the widget manager from a CDN (nothing
+offline), never the view's own ``image/png``, hence the separate output. In a live frontend the
+widget reports its first view through ipywidgets' ``_view_count`` (a frontend built on
+``@jupyter-widgets/base``: checked in JupyterLab 4 with ipywidgets 8) and the static output is
+then emptied, so the figure is not shown twice. The widget output's ``text/plain`` says that the
+controls need a running kernel. (An HTML export viewed online, where the CDN loads, also draws
+the saved widget, inert, under the static PNG.) Lesson cells start with
+``# NBVAL_IGNORE_OUTPUT``.
 
 **Finding the parts in a browser** (stable CSS classes, e.g. for Playwright)::
 
@@ -42,8 +47,9 @@ the sliders need a running kernel. Lesson cells start with ``# NBVAL_IGNORE_OUTP
                                           noise_level; its description is the label shown
     .saliencylab-explorer-status          "computing ..." while an update runs, else empty
 
-Sliders (``SelectionSlider``, ``continuous_update=False``) update when released; arrow keys on
-a focused slider handle move it one option.
+Sliders (``SelectionSlider``, ``continuous_update=False``) update when released; ArrowRight or
+ArrowLeft on a focused handle (``.saliencylab-explorer-control-<name> .noUi-handle``) moves it
+one option; drop-downs are ``<select>`` elements.
 """
 
 from __future__ import annotations
