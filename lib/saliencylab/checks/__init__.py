@@ -25,6 +25,7 @@ from saliencylab.checks.nb07_fooling_images import check_fooling_step, check_mak
 from saliencylab.checks.nb08_class_visualization import check_class_visualization_step
 from saliencylab.checks.nb09_integrated_gradients import check_completeness_error, check_integrated_gradients_map
 from saliencylab.checks.nb10_sanity_checks import check_cascading_randomization, check_deletion_scores
+from saliencylab.checks.nb12_transfer_learning import check_share_of_map_inside
 
 __all__ = [
     "CheckFailed",
@@ -45,6 +46,7 @@ __all__ = [
     "check_completeness_error",
     "check_cascading_randomization",
     "check_deletion_scores",
+    "check_share_of_map_inside",
 ]
 
 capture()  # what the checks rely on, recorded before any student code runs

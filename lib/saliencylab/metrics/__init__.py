@@ -9,7 +9,7 @@ lives in its own module:
   makes the score fall fast when deleting (low AUC) and rise fast when inserting (high AUC);
   compare against a random map of similar smoothness (see :func:`deletion_curve`).
 * :mod:`~saliencylab.metrics.localization`: ``pointing_game`` (Zhang et al. 2016): does the
-  map's maximum fall on the object?
+  map's maximum fall on the object? ``share_inside``: how much of the map lies on it?
 * :mod:`~saliencylab.metrics.rank`: ``rank_correlation``, the Spearman correlation between two
   maps, per image (and the Spearman / SSIM statistics the randomisation test compares with).
 * :mod:`~saliencylab.metrics.randomization`: ``randomization_test`` and its
@@ -26,7 +26,7 @@ except on a randomised model inside ``randomization_test``, which reports NaN wi
 """
 
 from saliencylab.metrics.layer_groups import randomization_groups
-from saliencylab.metrics.localization import Boxes, pointing_game  # noqa: F401
+from saliencylab.metrics.localization import Boxes, pointing_game, share_inside  # noqa: F401
 from saliencylab.metrics.perturbation import (  # noqa: F401
     BLUR_KERNEL_SIZE,
     BLUR_SIGMA,
@@ -51,6 +51,7 @@ __all__ = [
     "randomization_groups",
     "randomization_test",
     "rank_correlation",
+    "share_inside",
 ]
 # BLUR_KERNEL_SIZE, BLUR_SIGMA, BaselineLike and Boxes stay importable from here, as before the
 # split, without being part of __all__.

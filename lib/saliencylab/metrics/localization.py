@@ -1,4 +1,5 @@
-"""Localisation: does the map point at the object? The pointing game (Zhang et al. 2016)."""
+"""Localisation: does the map point at the object? The pointing game (Zhang et al. 2016), and
+the share of a map's mass inside the object (the "energy-based pointing game" of Wang et al. 2020)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from saliencylab import _validate as validate
 from saliencylab._core import SaliencyLabError
 
-__all__ = ["Boxes", "pointing_game"]
+__all__ = ["Boxes", "pointing_game", "share_inside"]
 
 Boxes = Union[torch.Tensor, Sequence[float], Sequence[Sequence[float]]]
 
@@ -51,6 +52,41 @@ def pointing_game(
     peaks = maps == maps.flatten(1).amax(dim=1).view(-1, 1, 1)
     hits = ~(peaks & ~regions).flatten(1).any(dim=1)
     return bool(hits[0]) if single else hits
+
+
+def share_inside(saliency_maps: torch.Tensor, boxes_or_masks: Boxes) -> torch.Tensor | float:
+    """How much of each map lies on the object? Its mass inside the region over its total.
+
+    The "energy-based pointing game" of Wang et al. 2020 (Score-CAM): ``sum(map * inside) /
+    sum(map)``, per map. 1 when the whole map is inside, the region's share of the pixels for a
+    uniform map, 0 when nothing is. Unlike the pointing game it uses the whole map, not only its
+    maximum, so it says how far a map *moves* between two models or two classes.
+
+    Args:
+        saliency_maps: non-negative ``[B, H, W]`` (or one ``[H, W]``), e.g. Grad-CAM or the
+            maximum over channels of ``|gradient|``. Negative values raise a
+            :class:`~saliencylab.SaliencyLabError` (take ``.abs()`` or ``.clamp(min=0)`` first:
+            which one is part of the question); so does a map that is zero everywhere.
+        boxes_or_masks: boxes ``[B, 4]`` (or one ``[4]``) as ``(y0, x0, y1, x1)`` in pixels,
+            end exclusive like slicing, or bool masks ``[B, H, W]``, as :func:`pointing_game`.
+    Returns:
+        ``[B]`` shares in ``[0, 1]`` (a Python float for a single ``[H, W]`` map).
+    """
+    maps, single = validate.map_batch(saliency_maps)
+    if (maps < 0).any():
+        raise SaliencyLabError(
+            "share_inside needs non-negative maps: take maps.abs() (how much) or "
+            "maps.clamp(min=0) (only the evidence for the class) first."
+        )
+    totals = maps.flatten(1).sum(dim=1)
+    if (totals == 0).any():
+        raise SaliencyLabError(
+            f"the map(s) {(totals == 0).nonzero().flatten().tolist()} are zero everywhere: "
+            "a share of nothing is undefined."
+        )
+    regions = _region_masks(boxes_or_masks, maps)
+    shares = (maps * regions).flatten(1).sum(dim=1) / totals
+    return float(shares[0]) if single else shares
 
 
 def _region_masks(boxes_or_masks: Boxes, maps: torch.Tensor) -> torch.Tensor:
