@@ -54,7 +54,7 @@ def _box_masks(boxes: torch.Tensor, height: int, width: int, inclusive: bool = F
     """bool ``[B, H, W]``: inside each ``(y0, x0, y1, x1)`` (``inclusive``: the end too)."""
     rows = torch.arange(height).view(1, -1, 1)
     cols = torch.arange(width).view(1, 1, -1)
-    y0, x0, y1, x1 = (boxes[:, i].view(-1, 1, 1) for i in range(4))
+    y0, x0, y1, x1 = (boxes[:, i].cpu().view(-1, 1, 1) for i in range(4))  # boxes may be on a GPU
     if inclusive:
         return (rows >= y0) & (rows <= y1) & (cols >= x0) & (cols <= x1)
     return (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)
@@ -63,16 +63,16 @@ def _box_masks(boxes: torch.Tensor, height: int, width: int, inclusive: bool = F
 def _share_of_map_inside_mistakes(maps: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
     """Explanation -> the ``[B]`` shares a usual mistake gives on the same maps and boxes."""
     batch, height, width = maps.shape
-    inside = _box_masks(boxes, height, width).to(maps.dtype)
+    inside = _box_masks(boxes, height, width).to(maps.device, maps.dtype)
     totals = maps.flatten(1).sum(dim=1)
     mass_inside = (maps * inside).flatten(1).sum(dim=1)
     mistakes = {
         "the box's end is exclusive, like slicing: rows y0 .. y1 - 1 and columns x0 .. x1 - 1 "
         "(maps[b, y0:y1, x0:x1]); you counted row y1 and column x1 too.": (
-            maps * _box_masks(boxes, height, width, inclusive=True)).flatten(1).sum(dim=1) / totals,
+            maps * _box_masks(boxes, height, width, inclusive=True).to(maps.device)).flatten(1).sum(dim=1) / totals,
         "you read the box as (x0, y0, x1, y1): it is (y0, x0, y1, x1), rows first, like "
         "maps[b, y0:y1, x0:x1].": (
-            maps * _box_masks(boxes[:, [1, 0, 3, 2]], height, width)).flatten(1).sum(dim=1) / totals,
+            maps * _box_masks(boxes[:, [1, 0, 3, 2]], height, width).to(maps.device)).flatten(1).sum(dim=1) / totals,
         "you returned the box's share of the pixels (its area over the map's), which ignores "
         "the map: weigh each pixel by the map's value (mass inside / total mass).": inside.flatten(1).mean(dim=1),
         "you divided the mean inside the box by the mean over the whole map (a ratio of "
@@ -89,7 +89,7 @@ def _share_of_map_inside_mistakes(maps: torch.Tensor, boxes: torch.Tensor) -> di
     if batch > 1:
         first = boxes[:1].expand(batch, -1)
         mistakes["you used the first box for every map: map b must use its own box boxes[b]."] = (
-            maps * _box_masks(first, height, width)).flatten(1).sum(dim=1) / totals
+            maps * _box_masks(first, height, width).to(maps.device)).flatten(1).sum(dim=1) / totals
     return mistakes
 
 
@@ -123,7 +123,7 @@ def check_share_of_map_inside(
     if (maps is None) != (boxes is None):
         raise ValueError("give both maps= and boxes= (one (y0, x0, y1, x1) per map), or neither")
     maps = fixed_maps() if maps is None else maps
-    boxes = fixed_boxes() if boxes is None else torch.as_tensor(boxes)
+    boxes = fixed_boxes() if boxes is None else torch.as_tensor(boxes).cpu()
     what = "share_of_map_inside(maps, boxes)"
     lines = []
     cases = [(maps, boxes)] + ([(maps[1:], boxes[1:])] if len(maps) > 1 else [])
