@@ -39,6 +39,7 @@ EXERCISES = {
     "08_class_visualization": ("nb08_class_visualization", ("class_visualization_step",)),
     "09_integrated_gradients": ("nb09_integrated_gradients", ("integrated_gradients_map", "completeness_error")),
     "10_sanity_checks": ("nb10_sanity_checks", ("cascading_randomization", "deletion_scores")),
+    "12_transfer_learning": ("nb12_transfer_learning", ("share_of_map_inside",)),
     "13_find_the_shortcut": ("nb13_find_the_shortcut", ("mark_share",)),
 }
 CASES = [(notebook, module, exercise) for notebook, (module, names) in EXERCISES.items() for exercise in names]

@@ -11,6 +11,7 @@ lives in its own module:
 * :mod:`~saliencylab.metrics.localization`: ``pointing_game`` (Zhang et al. 2016): does the
   map's maximum fall on the object? ``mask_share`` (Arras et al. 2022's relevance mass
   accuracy): how much of the map's positive mass lies inside a region, e.g. a planted mark?
+  ``share_inside``: the same for maps that are non-negative by construction (Grad-CAM, |gradient|).
 * :mod:`~saliencylab.metrics.rank`: ``rank_correlation``, the Spearman correlation between two
   maps, per image (and the Spearman / SSIM statistics the randomisation test compares with).
 * :mod:`~saliencylab.metrics.randomization`: ``randomization_test`` and its
@@ -27,7 +28,7 @@ except on a randomised model inside ``randomization_test``, which reports NaN wi
 """
 
 from saliencylab.metrics.layer_groups import randomization_groups
-from saliencylab.metrics.localization import Boxes, mask_share, pointing_game  # noqa: F401
+from saliencylab.metrics.localization import Boxes, mask_share, pointing_game, share_inside  # noqa: F401
 from saliencylab.metrics.perturbation import (  # noqa: F401
     BLUR_KERNEL_SIZE,
     BLUR_SIGMA,
@@ -53,6 +54,7 @@ __all__ = [
     "randomization_groups",
     "randomization_test",
     "rank_correlation",
+    "share_inside",
 ]
 # BLUR_KERNEL_SIZE, BLUR_SIGMA, BaselineLike and Boxes stay importable from here, as before the
 # split, without being part of __all__.

@@ -1,8 +1,8 @@
 """Localisation: does the map point at the object (or at the region you suspect)?
 
 The pointing game (Zhang et al. 2016) asks where the map's maximum is; the mask share (the
-relevance mass accuracy of Arras, Osman & Samek 2022) asks how much of the map's mass lies in
-the region.
+relevance mass accuracy of Arras, Osman & Samek 2022; for non-negative maps the "energy-based
+pointing game" of Wang et al. 2020) asks how much of the map's mass lies in the region.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from saliencylab import _validate as validate
 from saliencylab._core import SaliencyLabError
 
-__all__ = ["Boxes", "mask_share", "pointing_game"]
+__all__ = ["Boxes", "mask_share", "pointing_game", "share_inside"]
 
 Boxes = Union[torch.Tensor, Sequence[float], Sequence[Sequence[float]]]
 
@@ -114,6 +114,34 @@ def _images(indices: list[int], batch: int, shown: int = 8) -> str:
         return f"image(s) {indices}"
     listed = ", ".join(map(str, indices[:shown]))
     return f"{len(indices)} of {batch} images ([{listed}, ...])"
+
+
+def share_inside(saliency_maps: torch.Tensor, boxes_or_masks: Boxes) -> torch.Tensor | float:
+    """How much of each map lies on the object? Its mass inside the region over its total.
+
+    The "energy-based pointing game" of Wang et al. 2020 (Score-CAM): ``sum(map * inside) /
+    sum(map)``, per map. 1 when the whole map is inside, the region's share of the pixels for a
+    uniform map, 0 when nothing is. Unlike the pointing game it uses the whole map, not only its
+    maximum, so it says how far a map *moves* between two models or two classes.
+
+    Args:
+        saliency_maps: non-negative ``[B, H, W]`` (or one ``[H, W]``), e.g. Grad-CAM or the
+            maximum over channels of ``|gradient|``. Negative values raise a
+            :class:`~saliencylab.SaliencyLabError` (take ``.abs()`` or ``.clamp(min=0)`` first:
+            which one is part of the question); so does a map that is zero everywhere.
+        boxes_or_masks: boxes ``[B, 4]`` (or one ``[4]``) as ``(y0, x0, y1, x1)`` in pixels,
+            end exclusive like slicing, or bool masks ``[B, H, W]``, as :func:`pointing_game`.
+    Returns:
+        ``[B]`` shares in ``[0, 1]`` (a Python float for a single ``[H, W]`` map).
+    """
+    maps, _ = validate.map_batch(saliency_maps)
+    if (maps < 0).any():
+        raise SaliencyLabError(
+            "share_inside needs non-negative maps: take maps.abs() (how much) or "
+            "maps.clamp(min=0) (only the evidence for the class) first."
+        )
+    shares = mask_share(saliency_maps, boxes_or_masks, absolute=True)  # the same share: these maps are all mass
+    return shares if isinstance(shares, float) else shares.to(maps.dtype)
 
 
 def _region_masks(boxes_or_masks: Boxes, maps: torch.Tensor) -> torch.Tensor:
