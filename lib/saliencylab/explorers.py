@@ -107,6 +107,7 @@ __all__ = [
     "Scene",
     "Rendered",
     "Explorer",
+    "render_png",
     "explore_smoothgrad",
     "explore_occlusion",
     "explore_gradcam",
@@ -395,7 +396,6 @@ def _draw_panel(ax: Axes, panel: Panel) -> None:
                 transform=ax.transAxes)
     elif panel.image is not None and panel.heatmap is not None:
         overlay(panel.image, panel.heatmap, alpha=0.5, cmap="jet", ax=ax)
-        ax.set_title(panel.title, fontsize=9)  # overlay titles in its own size
     elif panel.image is not None:
         picture = to_display_image(panel.image)
         ax.imshow(_stretched(picture) if panel.stretch else picture, interpolation="nearest")
