@@ -60,6 +60,8 @@ import html
 import io
 import math
 import textwrap
+import warnings
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -81,6 +83,7 @@ from saliencylab._core import (
     SaliencyLabError,
     TargetLike,
     auto_batch_size,
+    batch_slices,
     class_count,
     eval_mode,
     make_generator,
@@ -93,10 +96,9 @@ from saliencylab.attribution import (
     gradcam,
     integrated_gradients,
     occlusion,
+    saliency,
 )
-from saliencylab.attribution._base import explain, variant_gradients
-from saliencylab.attribution.smoothgrad import _value_range
-from saliencylab.models import _feature_map_outputs, default_layer
+from saliencylab.models import default_layer
 from saliencylab.plotting import normalize_map, overlay, to_display_image, to_display_map
 
 __all__ = [
@@ -105,6 +107,7 @@ __all__ = [
     "Scene",
     "Rendered",
     "Explorer",
+    "render_png",
     "explore_smoothgrad",
     "explore_occlusion",
     "explore_gradcam",
@@ -393,7 +396,6 @@ def _draw_panel(ax: Axes, panel: Panel) -> None:
                 transform=ax.transAxes)
     elif panel.image is not None and panel.heatmap is not None:
         overlay(panel.image, panel.heatmap, alpha=0.5, cmap="jet", ax=ax)
-        ax.set_title(panel.title, fontsize=9)  # overlay titles in its own size
     elif panel.image is not None:
         picture = to_display_image(panel.image)
         ax.imshow(_stretched(picture) if panel.stretch else picture, interpolation="nearest")
@@ -558,16 +560,17 @@ def explore_smoothgrad(
 
     @functools.lru_cache(maxsize=None)
     def running_maps(level: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """``([max_samples, h, w] map of the first n samples at index n - 1, one noisy copy)``."""
+        """``([max_samples, h, w]``: at ``n - 1`` the map of the first ``n`` samples``,
+        one noisy copy [3, h, w])``."""
         generator = make_generator(seed, None)
         noise = torch.cat([random_normal((1, *batch.shape[1:]), generator, like=batch)
                            for _ in range(max_samples)])
-        noisy = batch.unsqueeze(1) + level * _value_range(batch) * noise  # [1, K, 3, h, w]
-        gradients = explain(model, batch, target,
-                            lambda _, targets: variant_gradients(model, noisy, targets, per_pass))
+        noisy = batch + level * (batch.max() - batch.min()) * noise  # [K, 3, h, w], as smoothgrad
+        gradients = torch.cat([_gradients_of_noisy_copies(model, noisy[part], target)
+                               for part in batch_slices(max_samples, per_pass)])
         counts = torch.arange(1, max_samples + 1, dtype=batch.dtype, device=batch.device)
-        means = gradients[0].cumsum(dim=0) / counts.view(-1, 1, 1, 1)  # [K, 3, h, w]
-        return reduce_channels(means, "max_abs"), noisy[0, 0]
+        means = gradients.cumsum(dim=0) / counts.view(-1, 1, 1, 1)  # [K, 3, h, w]
+        return reduce_channels(means, "max_abs"), noisy[0]
 
     def compute(noise_level: float, samples: int) -> Scene:
         maps, noisy_copy = running_maps(noise_level)
@@ -588,6 +591,15 @@ def explore_smoothgrad(
         _slider("samples", "samples", tuple(range(1, max_samples + 1)), max_samples),
     ]
     return Explorer("smoothgrad", "SmoothGrad: noise level and samples", controls, compute)
+
+
+def _gradients_of_noisy_copies(model: nn.Module, noisy: torch.Tensor, target: int) -> torch.Tensor:
+    """:func:`~saliencylab.attribution.saliency`'s signed gradients ``[N, 3, h, w]`` of noisy
+    copies ``[N, 3, h, w]``. Their values leave ``[0, 1]`` on purpose, so saliency's warning
+    about images normalised by hand does not apply."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*outside \[0, 1\]")
+        return saliency(model, noisy, target, reduce=None)
 
 
 # =============================================================================== occlusion
@@ -706,9 +718,10 @@ def explore_gradcam(
     """
     batch = _prepared_image(model, image, size)
     class_options = _gradcam_classes(model, batch, classes)
+    feature_maps = _feature_maps(model, batch)
     layer_options = (_named(layers, "layers") if layers is not None
-                     else _default_gradcam_layers(model, batch))
-    map_sizes = _layer_output_sizes(model, batch, layer_options)
+                     else _default_gradcam_layers(model, feature_maps))
+    map_sizes = _layer_sizes(model, feature_maps, layer_options)
 
     def compute(target_class: str, layer: str) -> Scene:
         cam = gradcam(model, batch, class_options[target_class], layer=layer_options[layer])[0]
@@ -750,29 +763,59 @@ def _gradcam_classes(
     return {_class_name(model, index): index for index in indices}
 
 
-def _default_gradcam_layers(model: nn.Module, batch: torch.Tensor, count: int = 3) -> dict[str, nn.Module]:
+def _feature_maps(model: nn.Module, batch: torch.Tensor) -> dict[nn.Module, tuple[int, int]]:
+    """The ``(h, w)`` of the feature maps the model's blocks output on ``batch[:1]``, in the
+    order the modules finish.
+
+    A block is a module containing a convolution, or a shape-keeping layer after one (an
+    activation, a batch norm; not a padding or a pooling, which change the grid). Only modules
+    called once whose ``[N, C, h, w]`` output nothing modifies in place afterwards count (an
+    in-place ReLU after a VGG conv would overwrite what Grad-CAM stores).
+    """
+    records: list[tuple[nn.Module, torch.Tensor, int]] = []
+    calls: Counter[nn.Module] = Counter()
+    with_conv = {module for module in model.modules()
+                 if any(isinstance(part, nn.Conv2d) for part in module.modules())}
+
+    def record(module: nn.Module, inputs: tuple, output: object) -> None:
+        calls[module] += 1
+        if not isinstance(output, torch.Tensor) or output.dim() != 4:
+            return
+        keeps_shape = bool(inputs) and isinstance(inputs[0], torch.Tensor) and inputs[0].shape == output.shape
+        if module in with_conv or keeps_shape:
+            records.append((module, output, output._version))
+
+    with HookSet() as hooks, eval_mode(model, batch), torch.no_grad():
+        for module in model.modules():
+            if module is not model:
+                hooks.add(module.register_forward_hook(record))
+        model(batch[:1])
+    return {module: tuple(output.shape[-2:]) for module, output, version in records
+            if calls[module] == 1 and output._version == version}
+
+
+def _default_gradcam_layers(
+    model: nn.Module, feature_maps: Mapping[nn.Module, tuple[int, int]], count: int = 3
+) -> dict[str, nn.Module]:
     """``default_layer(model)`` and, before it, the last block at each coarser resolution.
 
-    "Blocks" are the modules of one nesting depth: the depth whose feature-map modules (from
-    ``models``' probe: called once, output not modified in place) reach the most resolutions,
-    the shallowest on a tie (Lite0: ``features.blocks.<i>``; ResNet: ``layer<i>``). Deeper
-    modules are ignored because the first convolution of a strided block still outputs the
-    previous resolution, so it would stand in for the block before it.
+    "Blocks" are the modules of one nesting depth: the depth whose modules in ``feature_maps``
+    (:func:`_feature_maps`) reach the most resolutions, the shallowest on a tie (Lite0:
+    ``features.blocks.<i>``; ResNet: ``layer<i>``). Deeper modules are ignored because the
+    first convolution of a strided block still outputs the previous resolution, so it would
+    stand in for the block before it.
     """
     final = default_layer(model)
-    depth = {module: name.count(".") + 1 for name, module in model.named_modules() if name}
-    last_at: dict[int, dict[tuple[int, int], nn.Module]] = {}
-    final_size: tuple[int, int] | None = None
-    for module, output in _feature_map_outputs(model, min(batch.shape[-2:])):
-        if module is final:
-            final_size = tuple(output.shape[-2:])
-            break
-        if module in depth:
-            last_at.setdefault(depth[module], {})[tuple(output.shape[-2:])] = module
     names = {module: name for name, module in model.named_modules()}
+    last_at: dict[int, dict[tuple[int, int], nn.Module]] = {}
+    for module, size in feature_maps.items():
+        if module is final:
+            break
+        last_at.setdefault(names[module].count("."), {})[size] = module
+    final_size = feature_maps.get(final)
     if final_size is None or not last_at:
         return {names[final]: final}
-    level = max(last_at, key=lambda d: (len(last_at[d]), -d))
+    level = max(last_at, key=lambda depth: (len(last_at[depth]), -depth))
     coarser = [hw for hw in last_at[level]
                if hw[0] >= final_size[0] and hw[1] >= final_size[1] and hw != final_size]
     earlier = sorted(coarser, key=lambda hw: hw[0] * hw[1])[: count - 1]
@@ -780,11 +823,10 @@ def _default_gradcam_layers(model: nn.Module, batch: torch.Tensor, count: int = 
             names[final]: final}
 
 
-def _layer_output_sizes(
-    model: nn.Module, batch: torch.Tensor, layers: Mapping[str, nn.Module]
+def _layer_sizes(
+    model: nn.Module, feature_maps: Mapping[nn.Module, tuple[int, int]], layers: Mapping[str, nn.Module]
 ) -> dict[str, tuple[int, int]]:
-    """Each layer's output ``(h, w)`` on ``batch``; a clear error for a layer Grad-CAM cannot
-    explain (not a module of the model, not run once, not a ``[N, C, h, w]`` output)."""
+    """Each layer's output ``(h, w)``; a clear error for a layer Grad-CAM cannot explain."""
     modules = list(model.modules())
     for name, layer in layers.items():
         if not any(layer is module for module in modules):
@@ -792,20 +834,13 @@ def _layer_output_sizes(
                 f"layers[{name!r}] is not a module of this model: pick one from "
                 "model.named_modules(), e.g. model.features[-1]."
             )
-    outputs: dict[str, list[object]] = {name: [] for name in layers}
-    with HookSet() as hooks, eval_mode(model, batch), torch.no_grad():
-        for name, layer in layers.items():
-            hooks.add(layer.register_forward_hook(
-                lambda _module, _inputs, output, seen=outputs[name]: seen.append(output)))
-        model(batch)
-    for name, seen in outputs.items():
-        if len(seen) != 1 or not isinstance(seen[0], torch.Tensor) or seen[0].dim() != 4:
-            got = [list(o.shape) if isinstance(o, torch.Tensor) else type(o).__name__ for o in seen]
+        if layer not in feature_maps:
             raise SaliencyLabError(
                 f"layers[{name!r}] must run once per forward pass and output a [N, C, h, w] "
-                f"feature map; its outputs in one pass: {got}. Pick a convolutional block."
+                "feature map that nothing changes in place afterwards: pick a convolutional "
+                "block (an in-place ReLU after a conv modifies the conv's output)."
             )
-    return {name: tuple(seen[0].shape[-2:]) for name, seen in outputs.items()}
+    return {name: feature_maps[layer] for name, layer in layers.items()}
 
 
 # =============================================================================== Integrated Gradients
