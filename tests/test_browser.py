@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
@@ -106,8 +107,10 @@ def browser():
         chromium.close()
 
 
-def run_all_in_lab(browser, base: str, course: Path, relative: str, name: str) -> nbformat.NotebookNode:
-    """Open ``relative`` in JupyterLab, Run > Run All Cells, save, and return the saved notebook."""
+def run_all_in_lab(browser, base: str, course: Path, relative: str, name: str,
+                   after_run: Callable | None = None) -> nbformat.NotebookNode:
+    """Open ``relative`` in JupyterLab, Run > Run All Cells, ``after_run(page)`` if given, save,
+    and return the saved notebook."""
     path = course / relative
     before = path.stat().st_mtime
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -125,6 +128,8 @@ def run_all_in_lab(browser, base: str, course: Path, relative: str, name: str) -
     finally:
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / f"browser-{name}-after-run.png"))
+    if after_run is not None:
+        after_run(page)
     panel.locator(".jp-Cell").first.click()
     page.keyboard.press("Control+s")
     deadline = time.time() + 60
@@ -213,10 +218,33 @@ def test_student_release_runs_to_the_end_with_only_unfinished_exercise_errors(la
     assert not unexpected, f"errors other than unfinished exercises: {unexpected}"
 
 
+EXPLORER_LESSON, EXPLORER_CONTROL = "06_occlusion", "window"  # a new window takes well under a second
+
+
+def move_explorer_slider(page) -> None:
+    """Press ArrowRight on the explorer's slider and wait for its figure to change."""
+    explorer = page.locator(".saliencylab-explorer").first
+    explorer.scroll_into_view_if_needed(timeout=60_000)
+    figure = explorer.locator("img.saliencylab-explorer-figure")
+    figure.wait_for(timeout=60_000)
+    before = figure.get_attribute("src")
+    handle = explorer.locator(f".saliencylab-explorer-control-{EXPLORER_CONTROL} .noUi-handle")
+    handle.focus()
+    handle.press("ArrowRight")
+    deadline = time.time() + 120
+    while figure.get_attribute("src") == before and time.time() < deadline:
+        time.sleep(0.5)
+    ARTIFACTS.mkdir(exist_ok=True)
+    explorer.screenshot(path=str(ARTIFACTS / f"explorer-{EXPLORER_LESSON}-moved.png"))
+    assert figure.get_attribute("src") != before, "moving the explorer's slider did not change its figure"
+
+
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_solution_runs_without_errors(lab, browser, assignment):
     base, course = lab
-    saved = run_all_in_lab(browser, base, course, f"solutions/{assignment}/{assignment}.ipynb", f"{assignment}-solution")
+    after_run = move_explorer_slider if assignment == EXPLORER_LESSON else None
+    saved = run_all_in_lab(browser, base, course, f"solutions/{assignment}/{assignment}.ipynb",
+                           f"{assignment}-solution", after_run)
     assert not not_run(saved), f"cells that never ran: {not_run(saved)}"
     assert not errors(saved), f"errors in the solution notebook: {errors(saved)}"
 
