@@ -13,8 +13,11 @@ Submodules (import what you need)::
                              guided_gradcam, occlusion, integrated_gradients,
                              fooling_image, class_visualization
     saliencylab.plotting     show_maps, show_grid, show_images, overlay, visualize
+    saliencylab.explorers    explore_smoothgrad, explore_occlusion, explore_gradcam,
+                             explore_integrated_gradients, explore_class_visualization
+                             (ipywidgets: a figure whose parameters are sliders)
     saliencylab.metrics      deletion_curve, insertion_curve, pointing_game, mask_share,
-                             randomization_test, rank_correlation
+                             share_inside, randomization_test, rank_correlation
     saliencylab.checks       check_<exercise>(student_fn) for each notebook exercise
     saliencylab.lessons      confirm(claim, holds, measured): a lesson's conclusion, asserted
 
