@@ -8,6 +8,9 @@ lives in its own module:
   add) pixels in order of decreasing attribution and watch the class score. A faithful map
   makes the score fall fast when deleting (low AUC) and rise fast when inserting (high AUC);
   compare against a random map of similar smoothness (see :func:`deletion_curve`).
+* :mod:`~saliencylab.metrics.imputation`: ``noisy_linear_imputation`` (ROAD, Rong et al.
+  2022): removed pixels filled from their neighbours plus noise, the ``"noisy_linear"``
+  baseline of the curves, so that a deletion does not make images the network never saw.
 * :mod:`~saliencylab.metrics.localization`: ``pointing_game`` (Zhang et al. 2016): does the
   map's maximum fall on the object?
 * :mod:`~saliencylab.metrics.rank`: ``rank_correlation``, the Spearman correlation between two
@@ -25,6 +28,7 @@ every method of ``saliencylab.attribution`` returns them. A map that contains Na
 except on a randomised model inside ``randomization_test``, which reports NaN with a warning.
 """
 
+from saliencylab.metrics.imputation import noisy_linear_imputation
 from saliencylab.metrics.layer_groups import randomization_groups
 from saliencylab.metrics.localization import Boxes, pointing_game  # noqa: F401
 from saliencylab.metrics.perturbation import (  # noqa: F401
@@ -47,6 +51,7 @@ __all__ = [
     "deletion_curve",
     "insertion_auc",
     "insertion_curve",
+    "noisy_linear_imputation",
     "pointing_game",
     "randomization_groups",
     "randomization_test",
