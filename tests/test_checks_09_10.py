@@ -1,7 +1,7 @@
 """The checks of notebooks 09 (Integrated Gradients, completeness) and 10 (cascading
-randomisation, deletion curve) accept the reference solutions and other correct
-implementations, and reject every wrong answer in tests/wrong_answers with the explanation that
-names its mistake."""
+randomisation) accept the reference solutions and other correct implementations, and reject
+every wrong answer in tests/wrong_answers with the explanation that names its mistake. (The
+deletion curve, once notebook 10's second exercise, is notebook 11's: tests/test_checks_11.py.)"""
 
 from __future__ import annotations
 
@@ -19,17 +19,10 @@ from saliencylab.checks import (
     ReferenceImplementationCalled,
     check_cascading_randomization,
     check_completeness_error,
-    check_deletion_scores,
     check_integrated_gradients_map,
 )
 from saliencylab.checks.nb09_integrated_gradients import fixed_ig_inputs
-from saliencylab.checks.nb10_sanity_checks import (
-    CASCADE_GROUPS,
-    DELETION_IMAGE_SIZE,
-    MethodRecorder,
-    cascade_test_model,
-)
-from saliencylab.metrics import deletion_curve
+from saliencylab.checks.nb10_sanity_checks import CASCADE_GROUPS, MethodRecorder, cascade_test_model
 
 # wrong answer file -> a phrase its explanation must contain
 EXPECTED_EXPLANATIONS = {
@@ -61,24 +54,11 @@ EXPECTED_EXPLANATIONS = {
         "passes_none_target": "without a target",
         "repredicts_target": "re-predicted the target",
     },
-    ("10_sanity_checks", "deletion_scores"): {
-        "autograd_left_on": "autograd on",
-        "increasing_order": "LEAST salient pixels first",
-        "logits_instead_of_probabilities": "tracked the target LOGIT",
-        "missing_full_point": "100 % point is missing",
-        "missing_zero_point": "0 % point is missing",
-        "modifies_image_in_place": "changed the image it was given",
-        "not_cumulative": "not cumulative",
-        "one_image_per_pass": "not batched",
-        "ranks_by_absolute_value": "ranked the pixels by |map|",
-        "rounded_pixel_counts": "rounded",
-    },
 }
 CHECKS = {
     "integrated_gradients_map": check_integrated_gradients_map,
     "completeness_error": check_completeness_error,
     "cascading_randomization": check_cascading_randomization,
-    "deletion_scores": check_deletion_scores,
 }
 
 
@@ -222,36 +202,6 @@ def test_cascade_check_accepts_the_library_protocol_on_lite0_groups(lite0, chels
         reference("10_sanity_checks", "cascading_randomization"), model=lite0, image=tiny,
         layer_groups=[["classifier.fc"], ["features.head.0", "features.head.1"]],
     )
-
-
-def test_deletion_check_image_makes_rounding_visible():
-    pixels = DELETION_IMAGE_SIZE[0] * DELETION_IMAGE_SIZE[1]
-    assert any((k * pixels) // 10 != round(k * pixels / 10) for k in range(11))
-
-
-def test_deletion_check_accepts_the_library_itself():
-    """The check's comparison accepts the library's own curve (run without the integrity layer: in
-    a notebook, calling the reference inside the exercise is flagged, as the last call shows)."""
-    def library_curve(model, image, saliency_map, target, steps=16, baseline=0.0, batch_size=8):
-        return deletion_curve(model, image, saliency_map, target, steps=steps, baseline=baseline, batch_size=batch_size)
-
-    check_deletion_scores.__wrapped__(library_curve)
-    check_deletion_scores.__wrapped__(library_curve, seed=3, steps=5, batch_size=6, baseline=0.0)
-    with pytest.raises(ReferenceImplementationCalled):
-        check_deletion_scores(library_curve)
-
-
-def test_deletion_solution_breaks_ties_like_the_library():
-    """A stable sort: pixels with equal saliency are deleted in raster order, as the library does."""
-    from saliencylab.checks.nb06_occlusion import fixed_occlusion_model
-
-    deletion_scores = reference("10_sanity_checks", "deletion_scores")
-    model = fixed_occlusion_model(3)
-    image = torch.rand(3, 8, 10, generator=torch.Generator().manual_seed(1))
-    tied = torch.zeros(8, 10)
-    tied[2:5, 3:7] = 1.0  # a plateau and a flat background, like a clamped Grad-CAM map
-    ours = deletion_scores(model, image, tied, 2, steps=7, baseline=0.2, batch_size=3)
-    torch.testing.assert_close(ours, deletion_curve(model, image, tied, 2, steps=7, baseline=0.2))
 
 
 def test_cascade_check_accepts_the_trained_map_from_the_original_model():

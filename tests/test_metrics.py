@@ -647,3 +647,79 @@ def test_gradcam_beats_a_random_map_on_insertion_with_lite0(lite0):
     gradcam_auc = insertion_auc(lite0, cat, gradcam(lite0, cat, target=285), **options)
     random_auc = insertion_auc(lite0, cat, random_map, **options)
     assert gradcam_auc > random_auc + 0.05
+
+
+# --- noisy linear imputation (ROAD, Rong et al. 2022) ------------------------------------------
+
+
+def test_noisy_linear_imputation_on_a_hand_computed_case():
+    """3 x 3 image, top row white, the rest black; the centre removed. Its neighbours: up 1/6, the
+    two upper diagonals 1/12 each (white), five others black, weights summing to 1: 1/3."""
+    from saliencylab.metrics import noisy_linear_imputation
+
+    image = torch.zeros(3, 3, 3)
+    image[:, 0, :] = 1.0
+    removed = torch.zeros(3, 3, dtype=torch.bool)
+    removed[1, 1] = True
+    filled = noisy_linear_imputation(image, removed, noise=0.0)
+    expected = image.clone()
+    expected[:, 1, 1] = 1 / 3
+    torch.testing.assert_close(filled, expected)
+
+
+def test_noisy_linear_imputation_solves_for_removed_neighbours_together():
+    """Two removed pixels side by side in a 1 x 4 row [0, ?, ?, 1]: only left/right neighbours
+    exist (weight 1/6 each), so each unknown is the mean of its two neighbours: 1/3 and 2/3."""
+    from saliencylab.metrics import noisy_linear_imputation
+
+    image = torch.tensor([0.0, 0.5, 0.5, 1.0]).expand(3, 1, 4).clone()
+    removed = torch.tensor([[False, True, True, False]])
+    filled = noisy_linear_imputation(image[None], removed[None], noise=0.0)[0]
+    torch.testing.assert_close(filled[:, 0], torch.tensor([0.0, 1 / 3, 2 / 3, 1.0]).expand(3, 4))
+
+
+def test_noisy_linear_imputation_keeps_kept_pixels_seeds_its_noise_and_stays_in_range():
+    from saliencylab.metrics import noisy_linear_imputation
+
+    images = random_images(2, seed=3, size=12)
+    masks = torch.rand(2, 12, 12, generator=torch.Generator().manual_seed(4)) < 0.5
+    filled = noisy_linear_imputation(images, masks, noise=0.05, seed=7)
+    assert filled.shape == images.shape and filled.dtype == images.dtype
+    assert torch.equal(filled[~masks[:, None].expand_as(images)], images[~masks[:, None].expand_as(images)])
+    assert torch.equal(filled, noisy_linear_imputation(images, masks, noise=0.05, seed=7))
+    assert not torch.equal(filled, noisy_linear_imputation(images, masks, noise=0.05, seed=8))
+    assert filled.min() >= 0 and filled.max() <= 1
+    smooth = noisy_linear_imputation(images, masks, noise=0.0)
+    assert (filled - smooth)[masks[:, None].expand_as(images)].std().item() == pytest.approx(0.05, rel=0.3)
+    everything = noisy_linear_imputation(images[0], torch.ones(12, 12, dtype=torch.bool), noise=0.0)
+    torch.testing.assert_close(everything, images[0].mean(dim=(1, 2), keepdim=True).expand_as(images[0]))
+    with pytest.raises(SaliencyLabError, match="booleans"):
+        noisy_linear_imputation(images, masks.float())
+    with pytest.raises(SaliencyLabError, match="do not match"):
+        noisy_linear_imputation(images, masks[:1])
+
+
+def test_deletion_curve_with_the_noisy_linear_baseline_imputes_at_every_step():
+    """Each point of the "noisy_linear" curve is the model's score on the imputed image (noise of
+    step k seeded with k), whatever the batch size; insertion imputes the pixels not yet inserted."""
+    from saliencylab.metrics import noisy_linear_imputation
+    from saliencylab.metrics.imputation import ROAD_NOISE
+
+    model = linear_model(classes=3)
+    images = random_images(2, seed=5)
+    maps = torch.randn(2, SIZE, SIZE, generator=torch.Generator().manual_seed(6))
+    steps = 4
+    curve = deletion_curve(model, images, maps, 1, steps=steps, baseline="noisy_linear", batch_size=3)
+    torch.testing.assert_close(curve, deletion_curve(model, images, maps, 1, steps=steps, baseline="noisy_linear"))
+    backwards = insertion_curve(model, images, maps, 1, steps=steps, baseline="noisy_linear")
+    for b in range(2):
+        rank = torch.empty(SIZE * SIZE, dtype=torch.long)
+        rank[maps[b].flatten().argsort(descending=True, stable=True)] = torch.arange(SIZE * SIZE)
+        for k in range(steps + 1):
+            removed = (rank < k * SIZE * SIZE // steps).view(SIZE, SIZE)
+            for mask, got in ((removed, curve[b, k]), (~removed, backwards[b, k])):
+                imputed = noisy_linear_imputation(images[b], mask, noise=ROAD_NOISE, seed=k)
+                with torch.no_grad():
+                    expected = model(imputed[None]).softmax(dim=1)[0, 1]
+                assert got.item() == pytest.approx(expected.item(), abs=1e-6)
+    assert torch.equal(curve[:, 0], deletion_curve(model, images, maps, 1, steps=steps)[:, 0])  # untouched

@@ -38,7 +38,8 @@ EXERCISES = {
     "07_fooling_images": ("nb07_fooling_images", ("fooling_step", "make_fooling_image")),
     "08_class_visualization": ("nb08_class_visualization", ("class_visualization_step",)),
     "09_integrated_gradients": ("nb09_integrated_gradients", ("integrated_gradients_map", "completeness_error")),
-    "10_sanity_checks": ("nb10_sanity_checks", ("cascading_randomization", "deletion_scores")),
+    "10_sanity_checks": ("nb10_sanity_checks", ("cascading_randomization",)),
+    "11_faithfulness": ("nb11_faithfulness", ("deletion_scores",)),
     "12_transfer_learning": ("nb12_transfer_learning", ("share_of_map_inside",)),
     "13_find_the_shortcut": ("nb13_find_the_shortcut", ("mark_share",)),
 }
@@ -130,7 +131,7 @@ def test_dropping_the_last_partial_chunk_is_caught_at_a_batch_size_that_does_not
 
 @pytest.mark.parametrize("check, notebook, exercise", [
     (check_integrated_gradients_map, "09_integrated_gradients", "integrated_gradients_map"),
-    (check_deletion_scores, "10_sanity_checks", "deletion_scores"),
+    (check_deletion_scores, "11_faithfulness", "deletion_scores"),
 ])
 def test_a_batch_size_of_one_and_one_larger_than_the_work_pass_for_the_solution(check, notebook, exercise, capsys):
     check(define(solution_without_markers(notebook, exercise), exercise))

@@ -24,7 +24,8 @@ from saliencylab.checks.nb06_occlusion import check_occlusion_map
 from saliencylab.checks.nb07_fooling_images import check_fooling_step, check_make_fooling_image
 from saliencylab.checks.nb08_class_visualization import check_class_visualization_step
 from saliencylab.checks.nb09_integrated_gradients import check_completeness_error, check_integrated_gradients_map
-from saliencylab.checks.nb10_sanity_checks import check_cascading_randomization, check_deletion_scores
+from saliencylab.checks.nb10_sanity_checks import check_cascading_randomization
+from saliencylab.checks.nb11_faithfulness import check_deletion_scores
 from saliencylab.checks.nb12_transfer_learning import check_share_of_map_inside
 from saliencylab.checks.nb13_find_the_shortcut import check_mark_share
 

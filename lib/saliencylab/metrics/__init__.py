@@ -8,6 +8,9 @@ lives in its own module:
   add) pixels in order of decreasing attribution and watch the class score. A faithful map
   makes the score fall fast when deleting (low AUC) and rise fast when inserting (high AUC);
   compare against a random map of similar smoothness (see :func:`deletion_curve`).
+* :mod:`~saliencylab.metrics.imputation`: ``noisy_linear_imputation`` (ROAD, Rong et al.
+  2022): removed pixels filled from their neighbours plus noise, the ``"noisy_linear"``
+  baseline of the curves, so that a deletion does not make images the network never saw.
 * :mod:`~saliencylab.metrics.localization`: ``pointing_game`` (Zhang et al. 2016): does the
   map's maximum fall on the object? ``mask_share`` (Arras et al. 2022's relevance mass
   accuracy): how much of the map's positive mass lies inside a region, e.g. a planted mark?
@@ -27,6 +30,7 @@ every method of ``saliencylab.attribution`` returns them. A map that contains Na
 except on a randomised model inside ``randomization_test``, which reports NaN with a warning.
 """
 
+from saliencylab.metrics.imputation import noisy_linear_imputation
 from saliencylab.metrics.layer_groups import randomization_groups
 from saliencylab.metrics.localization import Boxes, mask_share, pointing_game, share_inside  # noqa: F401
 from saliencylab.metrics.perturbation import (  # noqa: F401
@@ -50,6 +54,7 @@ __all__ = [
     "insertion_auc",
     "insertion_curve",
     "mask_share",
+    "noisy_linear_imputation",
     "pointing_game",
     "randomization_groups",
     "randomization_test",

@@ -17,6 +17,7 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from saliencylab import _validate as validate
+from saliencylab.metrics.imputation import ROAD_NOISE, noisy_linear_imputation
 from saliencylab._core import (
     SaliencyLabError,
     TargetLike,
@@ -31,6 +32,7 @@ __all__ = [
     "BLUR_KERNEL_SIZE",
     "BLUR_SIGMA",
     "BaselineLike",
+    "NAMED_BASELINES",
     "auc",
     "deletion_auc",
     "deletion_curve",
@@ -39,6 +41,10 @@ __all__ = [
 ]
 
 BaselineLike = Union[float, int, str, torch.Tensor]
+
+#: The baselines given by name: the image blurred, or each removed pixel imputed from its
+#: neighbours (ROAD's noisy linear imputation, :func:`~saliencylab.metrics.noisy_linear_imputation`).
+NAMED_BASELINES = ("blur", "noisy_linear")
 
 #: The ``"blur"`` baseline, as in RISE (Petsiuk et al. 2018): Gaussian, 11 px kernel, sigma 5 px.
 BLUR_KERNEL_SIZE = 11
@@ -79,8 +85,12 @@ def deletion_curve(
             (decided once, on the untouched image). An int, or one class per image.
         steps: number of deletion steps; the curve has ``steps + 1`` points.
         baseline: what deleted pixels become: a number (default ``0.0``, black), ``"blur"``
-            (the image blurred with an 11 px Gaussian of sigma 5 px, as in RISE), or a tensor
-            broadcastable to ``[B, 3, H, W]`` (a scalar ``torch.tensor(0.5)``, a grey
+            (the image blurred with an 11 px Gaussian of sigma 5 px, as in RISE),
+            ``"noisy_linear"`` (ROAD, Rong et al. 2022: at each step the deleted pixels are
+            imputed from their kept neighbours, plus noise of standard deviation 0.01, by
+            :func:`~saliencylab.metrics.noisy_linear_imputation`; the noise of step ``k`` is
+            seeded with ``k``; one sparse solve per perturbed image, on the CPU, so slower), or
+            a tensor broadcastable to ``[B, 3, H, W]`` (a scalar ``torch.tensor(0.5)``, a grey
             ``[3, 1, 1]`` colour, a ``[3, H, W]`` image, one ``[B, 3, H, W]`` per image).
         batch_size: perturbed images per forward pass (bounds the memory); ``None``: chosen
             for the model and image size, as in the attribution methods (8 for Lite0 at 224).
@@ -202,7 +212,8 @@ def _perturbation_curve(
     batch_size = validate.batch_size(batch_size)
     validate.one_of(score, "score", SCORES)
     batch = batch.detach()
-    background = _baseline_images(batch, baseline)
+    impute = isinstance(baseline, str) and baseline == "noisy_linear"
+    background = batch if impute else _baseline_images(batch, baseline)
     start, end = (background, batch) if insert else (batch, background)
 
     order_rank = _pixel_ranks(maps.to(batch.device))  # [B, H*W]: 0 = most salient
@@ -218,7 +229,13 @@ def _perturbation_curve(
             image_index, step_index = pair // (steps + 1), pair % (steps + 1)
             changed = order_rank[image_index] < pixels_changed[step_index, None]
             changed = changed.view(-1, 1, *batch.shape[2:])
-            perturbed = torch.where(changed, end[image_index], start[image_index])
+            if impute:  # the removed pixels (deleted so far, or not yet inserted) imputed from the others
+                removed = (changed ^ insert)[:, 0]
+                perturbed = torch.stack([
+                    noisy_linear_imputation(batch[i], removed[n], noise=ROAD_NOISE, seed=int(step_index[n]))
+                    for n, i in enumerate(image_index.tolist())])
+            else:
+                perturbed = torch.where(changed, end[image_index], start[image_index])
             scores.append(_target_scores(model(perturbed), targets[image_index], score))
     # concatenated outside inference mode: a plain tensor, which the caller may modify in place
     curve = torch.cat(scores) if scores else batch.new_empty(0)
@@ -245,9 +262,9 @@ def _baseline_images(images: torch.Tensor, baseline: BaselineLike) -> torch.Tens
     """The baseline as a ``[B, 3, H, W]`` tensor (an expanded view where it is shared) on the
     images' device and dtype."""
     if isinstance(baseline, str):
-        if baseline != "blur":
+        if baseline not in NAMED_BASELINES:
             raise SaliencyLabError(
-                f"baseline must be a number, 'blur' or an image tensor, got {baseline!r}."
+                f"baseline must be a number, 'blur', 'noisy_linear' or an image tensor, got {baseline!r}."
             )
         return _blurred(images)
     return validate.fill_value(baseline, images, "baseline")
