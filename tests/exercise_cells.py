@@ -216,3 +216,37 @@ def wrong_answer(assignment: str, exercise: str, name: str, prelude: str = "", *
     source = found.source()
     linecache.cache[found.filename] = (len(source), None, source.splitlines(keepends=True), found.filename)
     return define(source, exercise, found.filename, prelude, **names)
+
+
+def check_module_tests(expected: dict[tuple[str, str], dict[str, str]], checks: dict[str, Callable],
+                       prelude: Callable[[], str] = lambda: "") -> tuple[Callable, Callable, Callable]:
+    """The three tests every exercise's check gets, for a test module to bind at module level::
+
+        (test_reference_solution_passes, test_every_wrong_answer_file_has_an_expected_explanation,
+         test_wrong_answer_is_caught_with_its_explanation) = check_module_tests(EXPECTED, CHECKS)
+
+    ``expected``: ``{(assignment, exercise): {wrong answer file stem: a phrase its explanation
+    contains}}``; ``checks``: ``{exercise: check_<exercise>}``; ``prelude()``: source of the
+    notebook cells that run before the exercise (e.g. a helper its solution calls).
+    """
+    import pytest
+    from saliencylab.checks import CheckFailed
+
+    @pytest.mark.parametrize("assignment, exercise", list(expected))
+    def test_reference_solution_passes(assignment, exercise, capsys):
+        checks[exercise](define(cell_source(assignment, exercise), exercise, prelude=prelude()))
+        assert f"✓ check_{exercise} passed: " in capsys.readouterr().out
+
+    @pytest.mark.parametrize("assignment, exercise", list(expected))
+    def test_every_wrong_answer_file_has_an_expected_explanation(assignment, exercise):
+        assert wrong_answer_stems(assignment, exercise) == set(expected[assignment, exercise])
+
+    @pytest.mark.parametrize("assignment, exercise, stem, phrase", wrong_answer_cases(expected))
+    def test_wrong_answer_is_caught_with_its_explanation(assignment, exercise, stem, phrase):
+        student_fn = wrong_answer(assignment, exercise, stem, prelude=prelude())
+        with pytest.raises(CheckFailed) as failure:
+            checks[exercise](student_fn)
+        assert phrase in str(failure.value)
+
+    return (test_reference_solution_passes, test_every_wrong_answer_file_has_an_expected_explanation,
+            test_wrong_answer_is_caught_with_its_explanation)

@@ -9,7 +9,7 @@ import copy
 
 import pytest
 import torch
-from exercise_cells import cell_source, wrong_answer, wrong_answer_cases, wrong_answer_stems
+from exercise_cells import cell_source, check_module_tests
 from exercise_cells import define as define_in_notebook
 from torch import nn
 
@@ -77,23 +77,8 @@ def reference(assignment: str, exercise: str):
     return define(cell_source(assignment, exercise), exercise)
 
 
-@pytest.mark.parametrize("assignment, exercise", list(EXPECTED_EXPLANATIONS))
-def test_reference_solution_passes(assignment, exercise, capsys):
-    CHECKS[exercise](reference(assignment, exercise))
-    assert f"✓ check_{exercise} passed" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("assignment, exercise", list(EXPECTED_EXPLANATIONS))
-def test_every_wrong_answer_file_has_an_expected_explanation(assignment, exercise):
-    assert wrong_answer_stems(assignment, exercise) == set(EXPECTED_EXPLANATIONS[assignment, exercise])
-
-
-@pytest.mark.parametrize("assignment, exercise, stem, phrase", wrong_answer_cases(EXPECTED_EXPLANATIONS))
-def test_wrong_answer_is_caught_with_its_explanation(assignment, exercise, stem, phrase):
-    student_fn = wrong_answer(assignment, exercise, stem, prelude=prelude())
-    with pytest.raises(CheckFailed) as failure:
-        CHECKS[exercise](student_fn)
-    assert phrase in str(failure.value)
+(test_reference_solution_passes, test_every_wrong_answer_file_has_an_expected_explanation,
+ test_wrong_answer_is_caught_with_its_explanation) = check_module_tests(EXPECTED_EXPLANATIONS, CHECKS, prelude=prelude)
 
 
 @pytest.mark.parametrize("exercise", list(CHECKS))

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from exercise_cells import cell_source, define, wrong_answer, wrong_answer_cases, wrong_answer_stems
+from exercise_cells import cell_source, check_module_tests, define
 
-from saliencylab.checks import CheckFailed, ReferenceImplementationCalled, check_deletion_scores
+from saliencylab.checks import ReferenceImplementationCalled, check_deletion_scores
 from saliencylab.checks.nb11_faithfulness import DELETION_IMAGE_SIZE
 from saliencylab.metrics import deletion_curve
 
@@ -34,23 +34,8 @@ def reference(assignment: str, exercise: str):
     return define(cell_source(assignment, exercise), exercise)
 
 
-@pytest.mark.parametrize("assignment, exercise", list(EXPECTED_EXPLANATIONS))
-def test_reference_solution_passes(assignment, exercise, capsys):
-    CHECKS[exercise](reference(assignment, exercise))
-    assert f"✓ check_{exercise} passed" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("assignment, exercise", list(EXPECTED_EXPLANATIONS))
-def test_every_wrong_answer_file_has_an_expected_explanation(assignment, exercise):
-    assert wrong_answer_stems(assignment, exercise) == set(EXPECTED_EXPLANATIONS[assignment, exercise])
-
-
-@pytest.mark.parametrize("assignment, exercise, stem, phrase", wrong_answer_cases(EXPECTED_EXPLANATIONS))
-def test_wrong_answer_is_caught_with_its_explanation(assignment, exercise, stem, phrase):
-    student_fn = wrong_answer(assignment, exercise, stem)
-    with pytest.raises(CheckFailed) as failure:
-        CHECKS[exercise](student_fn)
-    assert phrase in str(failure.value)
+(test_reference_solution_passes, test_every_wrong_answer_file_has_an_expected_explanation,
+ test_wrong_answer_is_caught_with_its_explanation) = check_module_tests(EXPECTED_EXPLANATIONS, CHECKS)
 
 
 @pytest.mark.parametrize("exercise", list(CHECKS))
