@@ -200,3 +200,14 @@ def test_every_check_is_guarded_and_every_exercise_has_its_check():
     for paths in table.values():
         for path in paths:
             assert callable(_integrity.resolve(path)), path
+
+
+@pytest.mark.parametrize("name", [name for name in checks.__all__ if name.startswith("check_")])
+def test_an_unfinished_exercise_reads_as_unfinished_not_as_wrong(name):
+    """The release's stub raises NotImplementedError; every check lets it through unchanged (a
+    student who has not started is told so, not handed a list of mistakes)."""
+    def stub(*args, **kwargs):
+        raise NotImplementedError()
+
+    with pytest.raises(NotImplementedError):
+        getattr(checks, name)(stub)
