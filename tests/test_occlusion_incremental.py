@@ -182,6 +182,16 @@ def test_the_walk_stops_at_layers_that_mix_the_whole_map():
 # ---------------------------------------------------------------- what each layer recomputes
 
 
+def probe_one_black_window(model: nn.Module, image: torch.Tensor, start: tuple[int, int],
+                           window: tuple[int, int]) -> incremental_pass.Probe:
+    """What the incremental pass recomputes, layer by layer, for one black window on ``image``."""
+    plan, _ = incremental_pass.build_plan(model)
+    with torch.inference_mode():
+        _, cache = plan.run_clean(image)
+        patch = incremental_pass.occluded_patch(image, torch.zeros_like(image), [start], window)
+        return incremental_pass.probe(plan, cache, patch)
+
+
 def test_the_recomputed_box_grows_by_each_layers_receptive_field():
     """A 4x4 window at (8, 8) of a 32x32 image: conv 3x3 -> a 6x6 box (rows 7..12), max-pool
     2 -> 4x4 (rows 3..6 of 16), conv 3x3 -> 6x6, conv 5x5 -> 10x10 (clipped at the top),
@@ -193,12 +203,7 @@ def test_the_recomputed_box_grows_by_each_layers_receptive_field():
         nn.Conv2d(4, 4, 5, padding=2), nn.Conv2d(4, 4, 5, padding=2),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2),
     ).eval()
-    image = torch.rand(1, 3, 32, 32)
-    plan, _ = incremental_pass.build_plan(model)
-    with torch.inference_mode():
-        _, cache = plan.run_clean(image)
-        patch = incremental_pass.occluded_patch(image, torch.zeros_like(image), [(8, 8)], (4, 4))
-        probe = incremental_pass.probe(plan, cache, patch)
+    probe = probe_one_black_window(model, torch.rand(1, 3, 32, 32), start=(8, 8), window=(4, 4))
     sides = [round((layer.positions) ** 0.5) for layer in probe.layers]
     assert sides == [6, 4, 6, 10, 12, 14, 16]
     assert [layer.map_positions for layer in probe.layers] == [1024] + [256] * 6
@@ -208,12 +213,7 @@ def test_the_recomputed_box_grows_by_each_layers_receptive_field():
 
 def test_vgg11_at_224_recomputes_a_small_share_of_its_multiply_adds():
     model = load_model("vgg11", pretrained=False)
-    image = torch.rand(1, 3, 224, 224)
-    plan, _ = incremental_pass.build_plan(model)
-    with torch.inference_mode():
-        _, cache = plan.run_clean(image)
-        patch = incremental_pass.occluded_patch(image, torch.zeros_like(image), [(96, 96)], (32, 32))
-        probe = incremental_pass.probe(plan, cache, patch)
+    probe = probe_one_black_window(model, torch.rand(1, 3, 224, 224), start=(96, 96), window=(32, 32))
     first = probe.layers[0]
     assert (first.name, first.positions, first.map_positions) == ("net.features.0", 34 * 34, 224 * 224)
     assert probe.work_fraction < 0.25 < AUTO_MAX_WORK_FRACTION
