@@ -7,6 +7,7 @@ from the same file; every link in them, and in docs/, leads somewhere that exist
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ SOLUTIONS = {path.stem: path for path in nbtools.solution_notebooks()}
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
+@functools.cache
 def glossary_terms() -> list[str]:
     text = (ROOT / nbtools.GLOSSARY).read_text()
     return re.findall(r"^### (.+)$", text, flags=re.MULTILINE)

@@ -16,6 +16,7 @@ Command line::
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -43,8 +44,10 @@ ROADMAP = "README.md#course-roadmap"
 ROADMAP_START, ROADMAP_END = "<!-- roadmap: stamped by tools/nbtools.py from course.toml -->", "<!-- end of roadmap -->"
 
 
+@functools.cache
 def course_config() -> dict:
-    """The course settings of ``course.toml`` (repository address, branch)."""
+    """The course settings of ``course.toml`` (repository address, branch, lessons), read once:
+    ``stamp`` asks for them for every cell it writes. Do not modify the returned dict."""
     with open(COURSE_ROOT / "course.toml", "rb") as file:
         return tomllib.load(file)
 
